@@ -1,0 +1,49 @@
+"""labelwise: a folder of labelled images in, an honestly evaluated, deployable classifier out.
+
+>>> import labelwise                                                          # doctest: +SKIP
+>>> result = labelwise.train("data/", out="runs/demo", epochs=5)              # doctest: +SKIP
+>>> labelwise.load("runs/demo").predict(["photo.jpg"])[0].labels              # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import LabelwiseError
+from .labels import LabelSpace
+
+__version__ = "0.1.0"
+__all__ = ["train", "evaluate", "load", "Predictor", "LabelSpace", "LabelwiseError", "__version__"]
+
+
+def train(data: str | Path, out: str | Path = "runs/run", *, resume: bool = False, progress: bool = True,
+          **options: Any):
+    """Train on DATA and write the run directory ``out``; options are the CLI's (``epochs=3``, ``backbone=...``).
+
+    Returns a TrainResult with ``run_dir``, ``metrics`` (as in metrics.json) and ``warnings``.
+    """
+    from .training import make_config, train as _train
+
+    return _train(make_config(data, out, **options), resume=resume, progress=progress)
+
+
+def evaluate(run_dir: str | Path, data: str | Path, **options: Any) -> dict:
+    """Score a saved model on labelled DATA (see ``labelwise evaluate``)."""
+    from .evaluation import evaluate as _evaluate
+
+    return _evaluate(run_dir, data, **options)
+
+
+def load(run_dir: str | Path, threshold: float | None = None):
+    """Load a model bundle (model.safetensors + model.json) as a Predictor."""
+    from .predict import Predictor
+
+    return Predictor.load(run_dir, threshold=threshold)
+
+
+def __getattr__(name: str):
+    if name == "Predictor":
+        from .predict import Predictor
+
+        return Predictor
+    raise AttributeError(name)

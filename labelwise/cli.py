@@ -1,0 +1,217 @@
+"""The `labelwise` command: parse options -> config -> one library call -> print a summary.
+
+User mistakes (LabelwiseError) print one red line naming the file/option and exit with code 2.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import LabelwiseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, evaluate and use image classifiers (multi-label first-class).")
+console = Console(stderr=True)
+out = Console()
+
+DATA_HELP = "A folder (class subfolders; labels.csv + images/; annotations/ + images/) or a CSV file."
+FORMAT_HELP = "Data format: auto, folder, csv-tags, csv-onehot, annotations."
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help=DATA_HELP),
+    out_dir: Path = typer.Option(Path("runs/run"), "--out", help="Run directory to write (the model bundle)."),
+    model: str = typer.Option("efficientnet_lite0", "--model", help="Backbone: see `labelwise models`, or a timm name."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Start from ImageNet weights."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Local .safetensors weights for the backbone."),
+    epochs: int = typer.Option(10, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in px (default: from the images)."),
+    val_split: float = typer.Option(0.2, "--val-split", help="Share of images held out for validation."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoints/last.ckpt."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder the CSV's image names are relative to."),
+    delimiter: str = typer.Option(" ", "--delimiter", help="Separator between tags in a csv-tags cell."),
+    strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error instead of skipped."),
+    loss: str = typer.Option("auto", "--loss", help="bce, focal, asl, soft-f1 (multi-label); ce (multi-class)."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
+    class_weights: str = typer.Option("none", "--class-weights", help="auto: weight rare labels up; none."),
+    monitor: Optional[str] = typer.Option(None, "--monitor", help="Metric that picks the best epoch (default map / accuracy)."),
+    augment: str = typer.Option("default", "--augment", help="none | default (flip + shift)."),
+    threshold_objective: str = typer.Option("f1", "--threshold-objective", help="f1, precision@P or recall@R."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of tuned ones."),
+    at_least_one: bool = typer.Option(False, "--at-least-one", help="Multi-label: always predict the top label."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Stop after this long, e.g. 90s, 10m, 1h."),
+    devices: str = typer.Option("auto", "--devices"),
+    accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train a classifier on DATA and write a run directory (bundle, metrics, history, predictions)."""
+    from .training import make_config, train as run_train
+
+    cfg = make_config(
+        data, out_dir, format=fmt, images=str(images) if images else None, delimiter=delimiter, val_split=val_split,
+        image_size=image_size, strict=strict, backbone=model, pretrained=pretrained,
+        weights=str(weights) if weights else None, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+        label_smoothing=label_smoothing, class_weights=class_weights, monitor=monitor, augment=augment,
+        threshold_objective=threshold_objective, threshold=threshold, at_least_one=at_least_one, seed=seed,
+        devices=int(devices) if devices.isdigit() else devices, accelerator=accelerator,
+        time_limit_s=parse_duration(time_limit) if time_limit else None)
+    result = run_train(cfg, resume=resume, progress=not quiet, on_skipped=_print_skipped)
+    m = result.metrics
+    console.print(f"[bold]trained[/] {result.epochs_run} epochs, {result.epoch_time_s:.1f} s/epoch "
+                  f"(validation included) on {m['run']['train_images']} images; validated on {m['run']['val_images']}")
+    print_scores(m)
+    out.print(f"run directory: [bold]{result.run_dir}[/] (model.safetensors, model.json, metrics.json, "
+              "history.csv, val_predictions.csv)")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory written by `labelwise train`."),
+    data: Path = typer.Argument(..., help=DATA_HELP),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    images: Optional[Path] = typer.Option(None, "--images"),
+    delimiter: str = typer.Option(" ", "--delimiter"),
+    strict: bool = typer.Option(False, "--strict"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Metrics JSON to write (default RUN/evaluation.json)."),
+) -> None:
+    """Score a trained model on a labelled dataset, next to trivial baselines."""
+    from .evaluation import evaluate as run_evaluate
+
+    result = run_evaluate(run, data, fmt=fmt, images=images, delimiter=delimiter, strict=strict,
+                          threshold=threshold, out=out_file)
+    _print_skipped([(Path(s["path"]), s["reason"]) for s in result["skipped_images"]])
+    print_scores(result)
+    out.print(f"metrics written to [bold]{result['written_to']}[/]")
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="Run directory written by `labelwise train`."),
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    out_file: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV to write."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
+) -> None:
+    """Predict labels for images; writes one CSV row per image (labels, one probability column per label)."""
+    from .bundle import write_csv
+    from .predict import Predictor, list_images
+
+    predictor = Predictor.load(run, threshold=threshold)
+    paths = list_images(inputs)
+    if not paths:
+        raise LabelwiseError(f"no images found in {', '.join(map(str, inputs))}")
+    rows = predictor.predict(paths)
+    names = list(predictor.labels.names)
+    write_csv(out_file, ["image", "labels", *names, "error"],
+              [[r.path, " ".join(r.labels), *(f"{r.probs[n]:.6f}" if r.probs else "" for n in names), r.error]
+               for r in rows])
+    errors = sum(1 for r in rows if r.error)
+    out.print(f"predicted {len(rows) - errors} images" + (f", {errors} unreadable (see the error column)" if errors else "")
+              + f" -> [bold]{out_file}[/]")
+
+
+@app.command()
+def inspect(
+    data: Path = typer.Argument(..., help=DATA_HELP),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    images: Optional[Path] = typer.Option(None, "--images"),
+    delimiter: str = typer.Option(" ", "--delimiter"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarise a dataset: size, task, label counts, label pairs, image sizes and modes, unreadable files."""
+    import json
+
+    from .data.inspect import render_summary, summarize
+    from .data.sources import load_samples
+
+    samples = load_samples(data, fmt=fmt, images=images, delimiter=delimiter)
+    summary = summarize(samples)
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        render_summary(summary, out)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered backbones (any timm model name works too)."""
+    from .models.backbones import get_spec, list_backbones
+
+    for name in list_backbones():
+        spec = get_spec(name)
+        out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  {spec.description}")
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '10m', '1.5h' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise LabelwiseError(f"--time-limit {text!r}: use a number of seconds or e.g. 90s, 10m, 1h") from None
+    if value <= 0:
+        raise LabelwiseError(f"--time-limit {text!r} must be positive")
+    return value
+
+
+def print_scores(m: dict) -> None:
+    """Model vs baselines on the key metrics, then warnings."""
+    from rich.table import Table
+
+    multilabel = m["task"] == "multilabel"
+    keys = ["map", "f1_macro", "f1_micro", "exact_match", "hamming_accuracy"] if multilabel else \
+        ["accuracy", "balanced_accuracy", "f1_macro"]
+    table = Table(title=f"{m['task']} scores on {m['n_images']} images (monitor: {m['monitor']})")
+    table.add_column("predictor")
+    for k in keys:
+        table.add_column(k, justify="right")
+    rows = [("model" + (" (tuned thresholds)" if multilabel else ""), m["model"])]
+    if multilabel:
+        rows.append(("model at 0.5", m["model_at_0.5"]))
+    rows += [(f"baseline: {name}", b) for name, b in m["baselines"].items()]
+    for name, vals in rows:
+        table.add_row(name, *(_fmt(vals.get(k)) for k in keys))
+    out.print(table)
+    for w in m.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {w}")
+    for note in m.get("notes", []):
+        console.print(f"[dim]note: {note}[/]")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"
+
+
+def _print_skipped(skipped) -> None:
+    if not skipped:
+        return
+    console.print(f"[yellow]skipped {len(skipped)} unreadable image(s):[/]")
+    for path, reason in skipped[:20]:
+        console.print(f"  {reason}" if str(path) in reason else f"  {path}: {reason}")
+    if len(skipped) > 20:
+        console.print(f"  ... and {len(skipped) - 20} more")
+
+
+def main() -> None:
+    try:
+        app()
+    except LabelwiseError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Frozen configuration dataclasses with every default written out, and YAML in/out.
+
+A run's resolved configuration is saved as ``config.yaml`` in its run directory; ``RunConfig.load``
+reads it back and rejects unknown keys with a "did you mean ...?" hint.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data: str = ""
+    format: str = "auto"  # auto | folder | csv-tags | csv-onehot | annotations
+    images: str | None = None  # folder that CSV image names are relative to
+    delimiter: str = " "  # separates tags in a csv-tags cell
+    val_split: float = 0.2  # fraction of images held out for validation
+    image_size: int | None = None  # px, square; None = chosen from the images (see data.module)
+    channels: int | None = None  # None = from the images: 1 for all-gray sets, 3 for colour, N for N-band
+    strict: bool = False  # an unreadable image is an error instead of being skipped
+    max_pixels: int = 100_000_000  # decompression-bomb cap per image
+    workers: int | None = None  # decoding threads; None = all cores
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True  # efficientnet_lite0 ships offline ImageNet weights
+    weights: str | None = None  # local .safetensors file for the backbone
+    drop_rate: float = 0.2  # dropout before the head
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3  # peak learning rate (AdamW), reached after warm-up
+    weight_decay: float = 0.01
+    warmup_epochs: float = 0.5
+    loss: str = "auto"  # auto = bce (multi-label) / ce (multi-class)
+    label_smoothing: float = 0.0
+    class_weights: str = "none"  # none | auto
+    monitor: str | None = None  # None = map (multi-label) / accuracy (multi-class)
+    augment: str = "default"  # none | default
+    threshold_objective: str = "f1"  # f1 | precision@P | recall@R
+    threshold: float | None = None  # a global cut-off instead of tuned per-class thresholds
+    at_least_one: bool = False  # multi-label: always predict the most likely label
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    time_limit_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str = "runs/run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        from .bundle import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "RunConfig":
+        d = dict(d)
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], value or {}, f"{source}: {key}")
+            elif key == "out":
+                kwargs[key] = str(value)
+            else:
+                raise ConfigError(_unknown(key, ["out", *sections], source))
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        try:
+            d = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read configuration {path}: {e}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (data, model, train)")
+        return cls.from_dict(d, str(path))
+
+    def with_(self, **sections: Any) -> "RunConfig":
+        return replace(self, **sections)
+
+
+def _unknown(key: str, known: list[str], where: str) -> str:
+    hint = difflib.get_close_matches(key, known, n=1)
+    did = f" Did you mean {hint[0]!r}?" if hint else ""
+    return f"{where}: unknown option {key!r}.{did} Known options: {', '.join(known)}"
+
+
+def _build(cls: type, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {values!r}")
+    known = [f.name for f in fields(cls)]
+    for key in values:
+        if key not in known:
+            raise ConfigError(_unknown(key, known, where))
+    return cls(**values)

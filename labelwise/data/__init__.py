@@ -1,0 +1,1 @@
+"""Data: sources (formats), the image decoder, splits and the training data pipeline."""

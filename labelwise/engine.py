@@ -1,0 +1,161 @@
+"""The LightningModule (loss, optimiser, schedule, validation metrics) and Trainer construction."""
+from __future__ import annotations
+
+import csv
+import math
+import time
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from .config import TrainConfig
+from .data.transforms import augment_batch
+from .labels import LabelSpace
+from .metrics import compute_metrics
+
+
+def probabilities(logits: torch.Tensor, labels: LabelSpace) -> torch.Tensor:
+    return torch.sigmoid(logits) if labels.multilabel else torch.softmax(logits, dim=1)
+
+
+class LitClassifier(L.LightningModule):
+    """Wraps a Classifier: uint8 batches in, loss out; validation metrics over the whole epoch."""
+
+    def __init__(self, model: torch.nn.Module, labels: LabelSpace, cfg: TrainConfig, loss_fn: torch.nn.Module,
+                 steps_per_epoch: int):
+        super().__init__()
+        self.model = model
+        self.labels = labels
+        self.cfg = cfg
+        self.loss_fn = loss_fn
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed)
+        self._val_probs: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+        self._train_loss_sum = 0.0
+        self._train_count = 0
+        self.last_val: dict[str, float] = {}
+
+    def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return self.model(x_uint8.float().div_(255.0))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        x = augment_batch(x.float().div_(255.0), self.cfg.augment, self.aug_gen)
+        logits = self.model(x.contiguous(memory_format=torch.channels_last))
+        loss = self.loss_fn(logits, y)
+        self._train_loss_sum += float(loss.detach()) * len(x)
+        self._train_count += len(x)
+        self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(x))
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_loss_sum, self._train_count = 0.0, 0
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", self.loss_fn(logits, y), on_epoch=True, batch_size=len(x), sync_dist=True)
+        self._val_probs.append(probabilities(logits, self.labels).detach().float().cpu())
+        self._val_targets.append(y.detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_probs:
+            return
+        probs = torch.cat(self._val_probs)
+        targets = torch.cat(self._val_targets)
+        self._val_probs, self._val_targets = [], []
+        metrics = compute_metrics(probs.numpy(), targets.numpy().astype(np.uint8), self.labels)
+        summary = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
+        for key, value in summary.items():
+            if not math.isnan(value):
+                self.log(f"val_{key}", value, prog_bar=key == monitor_key(self.labels, self.cfg))
+        self.last_val = summary
+
+    def train_loss_epoch(self) -> float:
+        return self._train_loss_sum / max(1, self._train_count)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            # Norm weights and biases are not regularised (standard for AdamW fine-tuning).
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr)
+        total = self.cfg.epochs * self.steps_per_epoch
+        warmup = max(1, int(self.cfg.warmup_epochs * self.steps_per_epoch))
+
+        def factor(step: int) -> float:  # linear warm-up, then cosine decay to 1% of the peak
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def monitor_key(labels: LabelSpace, cfg: TrainConfig) -> str:
+    from .metrics import MONITOR_DEFAULT
+
+    return cfg.monitor or MONITOR_DEFAULT[labels.task]
+
+
+class HistoryWriter(Callback):
+    """Writes history.csv (one row per epoch) after every validation, atomically."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        self.start = time.monotonic()
+
+    def load_existing(self) -> None:
+        if self.path.is_file():  # resuming: keep the epochs already trained
+            with self.path.open(newline="") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LitClassifier) -> None:
+        from .bundle import write_csv
+
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        val_loss = trainer.callback_metrics.get("val_loss")
+        row = {"epoch": trainer.current_epoch + 1, "train_loss": round(pl_module.train_loss_epoch(), 6),
+               "val_loss": round(float(val_loss), 6) if val_loss is not None else "",
+               **{k: round(v, 6) for k, v in pl_module.last_val.items()},
+               "lr": f"{lr:.3g}", "elapsed_s": round(time.monotonic() - self.start, 1)}
+        self.rows = [r for r in self.rows if int(r["epoch"]) < row["epoch"]] + [row]
+        header = list(dict.fromkeys(k for r in self.rows for k in r))
+        write_csv(self.path, header, [[r.get(k, "") for k in header] for r in self.rows])
+
+
+def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: HistoryWriter,
+                  progress: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=f"val_{monitor}",
+                           mode="max" if _higher_is_better(monitor) else "min", save_last=True,
+                           save_top_k=1, enable_version_counter=False)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
+        callbacks=[ckpt, history], enable_model_summary=False, enable_progress_bar=progress,
+        num_sanity_val_steps=0, deterministic=False, default_root_dir=str(run_dir),
+        max_time=timedelta(seconds=cfg.time_limit_s) if cfg.time_limit_s else None,
+        log_every_n_steps=10,
+    )
+    return trainer, ckpt
+
+
+def _higher_is_better(metric: str) -> bool:
+    from .metrics import HIGHER_IS_BETTER
+
+    return HIGHER_IS_BETTER.get(metric, not metric.endswith("loss"))
