@@ -1,14 +1,13 @@
 """Scoring a model honestly (tuned and 0.5 cut-offs, trivial baselines, sanity warnings) and evaluate()."""
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .baselines import baseline_scores, sanity_warnings
+from .baselines import baseline_scores_from_stats, most_common_row, sanity_warnings
 from .labels import LabelSpace
 from .metrics import compute_metrics
 
@@ -26,8 +25,7 @@ class TrainStats:
 
 def train_stats(train_targets: np.ndarray, labels: LabelSpace) -> TrainStats:
     freq = tuple(float(f) for f in np.asarray(train_targets, dtype=np.float64).mean(0))
-    sets = Counter(tuple(np.flatnonzero(row)) for row in train_targets)
-    common = sets.most_common(1)[0][0] if sets else ()
+    common = np.flatnonzero(most_common_row(np.asarray(train_targets), len(labels)))
     return TrainStats(freq, tuple(labels.names[k] for k in common))
 
 
@@ -52,7 +50,7 @@ def score(probs: np.ndarray, targets: np.ndarray, labels: LabelSpace, thresholds
     if labels.multilabel:
         result["thresholds"] = {n: float(t) for n, t in zip(labels.names, thresholds)}
         result["model_at_0.5"] = _summary(compute_metrics(probs, targets, labels, thresholds=np.full(len(labels), 0.5)))
-    result["baselines"] = baseline_scores(np.asarray(stats.label_freq), _set_vector(stats, labels), targets, labels)
+    result["baselines"] = baseline_scores_from_stats(np.asarray(stats.label_freq), _set_vector(stats, labels), targets, labels)
     result["warnings"] = sanity_warnings(model, result["baselines"], monitor, labels, probs)
     if tuned_on_same_data:
         result["notes"] = ["Per-class thresholds were tuned on these same validation images, so metrics at "

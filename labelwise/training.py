@@ -20,6 +20,7 @@ from .data.transforms import check_preset
 from .errors import ConfigError, DataError
 from .evaluation import score, train_stats
 from .labels import LabelSpace
+from .metrics import check_monitor
 from .predict import model_probs
 
 log = logging.getLogger("labelwise")
@@ -103,6 +104,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     samples = load_data(dcfg)
     labels = samples.labels
     monitor = monitor_key(labels, tcfg)
+    check_monitor(monitor, labels.task)
     loss_name = tcfg.loss if tcfg.loss != "auto" else ("bce" if labels.multilabel else "ce")
 
     inp = choose_input(samples, dcfg, min_size=spec.min_size)
