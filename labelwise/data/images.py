@@ -1,0 +1,420 @@
+"""The one safe image decoder for the whole project.
+
+Every image labelwise reads goes through here, so every odd file behaves the same everywhere:
+
+* Pillow decodes the common formats; tifffile decodes TIFFs with any number of bands (HWC or
+  CHW: the band axis is the small one). The format is sniffed from the content, not the name.
+* EXIF orientation is applied; palette -> RGB; CMYK/YCbCr/LAB -> RGB; transparent images
+  (LA, RGBA, palette with transparency) are composited on white; grayscale stays 1 channel.
+* Sample values become uint8: 16-bit is scaled (x / 257, rounded: the full range is mapped, never
+  clipped); floats are taken as [0, 1] when all values lie in [0, 1], else min-max scaled per image;
+  other integer types are scaled as 16-bit when they fit [0, 65535], else min-max scaled.
+* The pixel count is checked from the header before anything is decoded (decompression bombs).
+* Anything wrong with a file raises ImageError("<plain reason>: <path>").
+
+>>> arr = read_resized("photo.jpg", size=224, channels=3)   # doctest: +SKIP
+>>> arr.shape, arr.dtype
+((224, 224, 3), dtype('uint8'))
+"""
+from __future__ import annotations
+
+import functools
+import io
+import os
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Union
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from ..errors import ImageError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+DEFAULT_MAX_PIXELS: int = 100_000_000
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Only the Pillow plugins for the formats above (MPO: multi-picture JPEGs from cameras). A
+# whitelist keeps risky plugins (EPS runs Ghostscript) away from a file that merely has a nice name.
+_PIL_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+# Pillow modes the decoder turns into 1 channel; every other Pillow mode becomes RGB.
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_COLOR_MODES = frozenset({"P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"})
+_RESAMPLE = Image.Resampling.BILINEAR  # antialiased when shrinking (Pillow widens the kernel)
+_REDUCING_GAP = 3.0  # box-reduce first down to 3x the target: fast and visually equal to a full filter
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says. width/height are after EXIF rotation where it is in the header.
+
+    mode is Pillow's mode ("RGB", "L", "I;16", "P", ...) or, for TIFFs read with tifffile, the
+    sample type ("uint8", "uint16", "float32"). channels counts the bands stored in the file
+    (a palette image has 1, RGBA has 4); image_channels() says what the decoder produces.
+    """
+
+    width: int
+    height: int
+    mode: str
+    channels: int
+    format: str
+
+
+def image_channels(info: ImageInfo) -> int:
+    """Channels the decoder produces for this image: 1 (gray), 3 (RGB) or N (multi-band TIFF)."""
+    if info.mode in _GRAY_MODES:
+        return 1
+    if info.mode in _COLOR_MODES:
+        return 3
+    return info.channels
+
+
+def probe(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Read only the header: size, mode, bands, format. Raises ImageError."""
+    with _open_file(path) as (f, name), _guard(name):
+        if _sniff(f, name) in _TIFF_MAGIC:
+            with tifffile.TiffFile(f) as tif:
+                layout = _tiff_layout(tif, name, max_pixels)
+                if layout is not None:
+                    h, w, c = layout.hwc
+                    if layout.orientation in (5, 6, 7, 8):
+                        h, w = w, h
+                    return ImageInfo(w, h, str(layout.dtype), c, "TIFF")
+            f.seek(0)
+        img = _open_pil(f, name, max_pixels)
+        w, h = img.size
+        # A PNG may keep its EXIF after the pixel data; fetching it would decode everything.
+        if (img.format != "PNG" or "exif" in img.info) and _orientation(img) in (5, 6, 7, 8):
+            w, h = h, w
+        return ImageInfo(w, h, img.mode, len(img.getbands()), img.format or "")
+
+
+def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a whole image to an HxWxC uint8 array (C = 1, 3 or the TIFF's band count)."""
+    with _open_file(path) as (f, name):
+        return _decode(f, name, max_pixels, None, None)
+
+
+def read_resized(path: PathLike, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode and squash to (size, size, channels) uint8.
+
+    Squashing (no crop) keeps objects at the edges, which multi-label targets may depend on.
+    channels: 1 -> luminance, 3 -> RGB (gray is replicated), N -> needs an N-band image.
+    """
+    _check_request(size, channels)
+    with _open_file(path) as (f, name):
+        return _decode(f, name, max_pixels, size, channels)
+
+
+def read_resized_bytes(data: bytes, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                       name: str = "upload") -> np.ndarray:
+    """read_resized for in-memory bytes (an HTTP upload); ``name`` appears in error messages."""
+    _check_request(size, channels)
+    return _decode(io.BytesIO(data), name, max_pixels, size, channels)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _decode(f: BinaryIO, name: str, max_pixels: int, size: int | None, channels: int | None) -> np.ndarray:
+    with _guard(name):
+        got: tuple[np.ndarray, int] | None = None
+        tiff_error: BaseException | None = None
+        if _sniff(f, name) in _TIFF_MAGIC:
+            try:
+                got = _read_tiff(f, name, max_pixels)
+            except _CodecError as exc:  # e.g. LZW without imagecodecs: Pillow may still manage
+                tiff_error = exc.__cause__
+            if got is not None and size is not None:
+                got = _resize_bands(got[0], size), got[1]
+            f.seek(0)
+        if got is None:
+            try:
+                # Falling back from tifffile, keep every band (no compositing), as tifffile would.
+                got = _read_pil(f, name, max_pixels, size, channels, keep_alpha=tiff_error is not None)
+            except Exception:
+                if tiff_error is not None:
+                    raise ImageError(f"cannot decode TIFF ({tiff_error}); LZW/JPEG-compressed TIFFs "
+                                     f"need the 'imagecodecs' package: {name}") from tiff_error
+                raise
+        arr, orientation = got
+        # Orientation after the resize: the target is square, so it commutes and costs less.
+        arr = _orient(arr, orientation)
+        if channels is not None:
+            arr = _match_channels(arr, channels, name)
+        return np.ascontiguousarray(arr)
+
+
+def _read_pil(f: BinaryIO, name: str, max_pixels: int, size: int | None,
+              channels: int | None, keep_alpha: bool = False) -> tuple[np.ndarray, int]:
+    img = _open_pil(f, name, max_pixels)
+    if size is not None and img.format in ("JPEG", "MPO"):
+        # Reduced DCT decode (1/2, 1/4, 1/8) while staying >= size: the big win on camera photos.
+        # Decoding straight to luma is also free when the model wants gray.
+        img.draft("L" if channels == 1 and img.mode == "RGB" else img.mode, (size, size))
+    img.load()
+    orientation = _orientation(img)
+    img = _standard_mode(img)
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if img.mode in ("LA", "RGBA") and not keep_alpha:
+        arr = _composite_on_white(arr)  # after the resize: Pillow resizes premultiplied, so it commutes
+    return arr, orientation
+
+
+def _open_pil(f: BinaryIO, name: str, max_pixels: int) -> Image.Image:
+    img = Image.open(f, formats=_pil_formats())
+    _check_pixels(*img.size, max_pixels, name)
+    return img
+
+
+@functools.cache
+def _pil_formats() -> tuple[str, ...]:
+    Image.init()  # registers every plugin once; Image.open(formats=...) only sees registered ones
+    return tuple(fmt for fmt in _PIL_FORMATS if fmt in Image.OPEN)
+
+
+def _standard_mode(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> L, LA, RGB or RGBA (alpha is composited later)."""
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode in ("La", "PA", "RGBa"):
+        return img.convert("LA" if mode == "La" else "RGBA")
+    if mode == "P":
+        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float gray
+        return Image.fromarray(_to_uint8(np.asarray(img)))
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
+
+
+class _CodecError(Exception):
+    """tifffile read the header but not the pixel data (cause attached)."""
+
+
+@dataclass(frozen=True)
+class _TiffLayout:
+    shape: tuple[int, ...]  # the series shape without singleton axes (Y and X always kept)
+    band_axis: int | None  # index into shape, None for a single band
+    hwc: tuple[int, int, int]
+    dtype: np.dtype
+    orientation: int
+
+
+def _tiff_layout(tif: tifffile.TiffFile, name: str, max_pixels: int) -> _TiffLayout | None:
+    """Header facts for a TIFF that tifffile should read, or None to let Pillow handle it."""
+    series = tif.series[0]
+    page = tif.pages[0]
+    photometric = tifffile.PHOTOMETRIC
+    if page.photometric not in (photometric.MINISBLACK, photometric.RGB) or page.bitspersample == 1:
+        # Palette, CMYK, YCbCr, min-is-white and bilevel TIFFs are pictures: Pillow renders them.
+        # Extra samples (alpha or not) stay bands: a 4th band may be near-infrared, never drop it.
+        return None
+    dims = [(n, a) for n, a in zip(series.shape, series.axes) if n != 1 or a in "YX"]
+    sizes = tuple(n for n, _ in dims)
+    axes = "".join(a for _, a in dims)
+    if len(sizes) == 2:
+        band_axis = None
+        (h, w), c = sizes, 1
+    elif len(sizes) == 3:
+        # A declared sample axis wins; else the bands are the small axis (tie: HWC).
+        band_axis = axes.index("S") if "S" in axes else (2 if sizes[2] <= sizes[0] else 0)
+        if band_axis == 1:
+            raise ImageError(f"TIFF has an unsupported layout {series.shape} ({series.axes}): {name}")
+        c = sizes[band_axis]
+        h, w = (sizes[0], sizes[1]) if band_axis == 2 else (sizes[1], sizes[2])
+    else:
+        raise ImageError(f"TIFF has shape {series.shape} ({series.axes}); expected HxW, HxWxC "
+                         f"or CxHxW (a stack or pyramid is not one image): {name}")
+    _check_pixels(w, h, max_pixels, name)
+    if h * w * c > 4 * max_pixels:  # same byte budget as an RGBA image at the pixel cap
+        raise ImageError(f"TIFF has {c} bands of {w}x{h}, over the limit of {4 * max_pixels:,} "
+                         f"values; raise max_pixels if it is genuine: {name}")
+    tag = page.tags.get(274)  # Orientation: rare in TIFFs, but the same EXIF meaning
+    orientation = int(tag.value) if tag is not None and 1 <= int(tag.value) <= 8 else 1
+    return _TiffLayout(sizes, band_axis, (h, w, c), np.dtype(series.dtype), orientation)
+
+
+def _read_tiff(f: BinaryIO, name: str, max_pixels: int) -> tuple[np.ndarray, int] | None:
+    with tifffile.TiffFile(f) as tif:
+        layout = _tiff_layout(tif, name, max_pixels)
+        if layout is None:
+            return None
+        try:
+            data = tif.series[0].asarray()
+        except Exception as exc:
+            raise _CodecError() from exc
+    data = data.reshape(layout.shape)
+    if layout.band_axis is None:
+        data = data[:, :, None]
+    elif layout.band_axis == 0:
+        data = np.moveaxis(data, 0, -1)
+    return _to_uint8(data), layout.orientation
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    """Scale samples to uint8 by type (see the module docstring); multi-band images share one scale."""
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    if a.dtype == np.uint16:
+        return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(x / 257): 65535 -> 255
+    if np.issubdtype(a.dtype, np.integer):
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if lo >= 0 and hi <= 65535:
+            return ((a.astype(np.int64) + 128) // 257).astype(np.uint8)
+        return _minmax(a.astype(np.float64), lo, hi)
+    a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo >= 0.0 and hi <= 1.0:
+        return np.rint(a * 255.0).astype(np.uint8)
+    return _minmax(a, lo, hi)
+
+
+def _minmax(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def _resize_bands(arr: np.ndarray, size: int) -> np.ndarray:
+    """Squash an HxWxC uint8 array to (size, size, C) with the same filter as Pillow images."""
+    if arr.shape[:2] == (size, size):
+        return arr
+    c = arr.shape[2]
+    if c in (1, 3):
+        out = np.asarray(Image.fromarray(arr[:, :, 0] if c == 1 else arr)
+                         .resize((size, size), _RESAMPLE, reducing_gap=_REDUCING_GAP))
+        return out.reshape(size, size, c)
+    bands = [np.asarray(Image.fromarray(np.ascontiguousarray(arr[:, :, i]))
+                        .resize((size, size), _RESAMPLE, reducing_gap=_REDUCING_GAP)) for i in range(c)]
+    return np.stack(bands, axis=-1)
+
+
+def _composite_on_white(arr: np.ndarray) -> np.ndarray:
+    """(..., C+1) uint8 with alpha last -> (..., C) on a white background."""
+    color = arr[..., :-1].astype(np.uint16)
+    alpha = arr[..., -1:].astype(np.uint16)
+    return ((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _match_channels(arr: np.ndarray, channels: int, name: str) -> np.ndarray:
+    have = arr.shape[2]
+    if have == channels:
+        return arr
+    if channels == 1 and have == 3:
+        # Pillow's "L" weights (ITU-R 601-2) in 16.16 fixed point, so both paths agree.
+        rgb = arr.astype(np.uint32)
+        lum = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+        return lum.astype(np.uint8)[:, :, None]
+    if channels == 3 and have == 1:
+        return np.repeat(arr, 3, axis=2)
+    raise ImageError(f"image has {have} channels but the model expects {channels}: {name}")
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an HxWxC array, as PIL.ImageOps.exif_transpose does."""
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1]
+    if orientation == 5:
+        return arr.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(arr, -1)
+    if orientation == 7:
+        return arr[::-1, ::-1].transpose(1, 0, 2)
+    if orientation == 8:
+        return np.rot90(arr, 1)
+    return arr
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block should not make the picture unreadable
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+# --------------------------------------------------------------------------- safety
+
+
+def _check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image header says {width}x{height} pixels: {name}")
+    if width * height > max_pixels:
+        raise ImageError(f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                         f"{max_pixels:,} (a decompression bomb?); raise max_pixels if it is genuine: {name}")
+
+
+def _check_request(size: int, channels: int) -> None:
+    if int(size) < 1 or int(channels) < 1:
+        raise ValueError(f"size and channels must be >= 1, got size={size}, channels={channels}")
+
+
+def _sniff(f: BinaryIO, name: str) -> bytes:
+    """The first 4 bytes (the format is told by content, never by the name)."""
+    head = f.read(4)
+    f.seek(0)
+    if not head:
+        raise ImageError(f"file is empty (0 bytes): {name}")
+    return head
+
+
+@contextmanager
+def _open_file(path: PathLike) -> Iterator[tuple[BinaryIO, str]]:
+    name = os.fspath(path)
+    try:
+        f = open(name, "rb")
+    except FileNotFoundError:
+        raise ImageError(f"file not found: {name}") from None
+    except IsADirectoryError:
+        raise ImageError(f"a folder, not an image file: {name}") from None
+    except PermissionError:
+        raise ImageError(f"permission denied: {name}") from None
+    except OSError as exc:
+        raise ImageError(f"cannot open ({exc.strerror or exc}): {name}") from None
+    with f:
+        yield f, name
+
+
+@contextmanager
+def _guard(name: str) -> Iterator[None]:
+    """Turn whatever a decoder raises on a bad file into ImageError("<reason>: <name>")."""
+    with warnings.catch_warnings():
+        # Our own cap (checked from the header before decoding) replaces Pillow's warning. Before
+        # Python 3.14 catch_warnings is process-wide; racing threads can at worst leave this
+        # harmless "ignore" filter behind. (DataLoader workers are processes: no race there.)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        except ImageError:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"image too large for Pillow ({exc}): {name}") from exc
+        except Image.UnidentifiedImageError as exc:
+            raise ImageError(f"not an image, or an unsupported format: {name}") from exc
+        except MemoryError as exc:
+            raise ImageError(f"not enough memory to decode the image: {name}") from exc
+        except Exception as exc:  # decoders raise OSError, ValueError, SyntaxError, struct.error, ...
+            text = str(exc) or type(exc).__name__
+            reason = "file is truncated (an incomplete download or copy?)" if "truncated" in text \
+                else f"corrupt or unsupported image data ({text})"
+            raise ImageError(f"{reason}: {name}") from exc
+
