@@ -27,13 +27,14 @@ class LitClassifier(L.LightningModule):
     """Wraps a Classifier: uint8 batches in, loss out; validation metrics over the whole epoch."""
 
     def __init__(self, model: torch.nn.Module, labels: LabelSpace, cfg: TrainConfig, loss_fn: torch.nn.Module,
-                 steps_per_epoch: int):
+                 steps_per_epoch: int, monitor: str):
         super().__init__()
         self.model = model
         self.labels = labels
         self.cfg = cfg
         self.loss_fn = loss_fn
         self.steps_per_epoch = max(1, steps_per_epoch)
+        self.monitor = monitor
         self.aug_gen = torch.Generator().manual_seed(cfg.seed)
         self._val_probs: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
@@ -75,7 +76,7 @@ class LitClassifier(L.LightningModule):
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
         for key, value in summary.items():
             if not math.isnan(value):
-                self.log(f"val_{key}", value, prog_bar=key == monitor_key(self.labels, self.cfg))
+                self.log(f"val_{key}", value, prog_bar=key == self.monitor)
         self.last_val = summary
 
     def train_loss_epoch(self) -> float:

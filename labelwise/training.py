@@ -103,8 +103,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     spec = get_spec(mcfg.backbone)
     samples = load_data(dcfg)
     labels = samples.labels
-    monitor = monitor_key(labels, tcfg)
-    check_monitor(monitor, labels.task)
+    monitor = check_monitor(monitor_key(labels, tcfg), labels.task)
     loss_name = tcfg.loss if tcfg.loss != "auto" else ("bce" if labels.multilabel else "ce")
 
     inp = choose_input(samples, dcfg, min_size=spec.min_size)
@@ -136,7 +135,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = cfg.with_(data=_resolved(dcfg, inp))
     cfg.save(run_dir / "config.yaml")
-    lit = LitClassifier(model, labels, tcfg, loss_fn, steps_per_epoch=len(train_dl))
+    lit = LitClassifier(model, labels, tcfg, loss_fn, steps_per_epoch=len(train_dl), monitor=monitor)
     history = HistoryWriter(run_dir / "history.csv")
     trainer, ckpt = build_trainer(tcfg, run_dir, monitor, history, progress=progress)
     ckpt_path = _resume_path(run_dir) if resume else None
