@@ -1,0 +1,49 @@
+"""Classifier = input normalisation + backbone + linear head.
+
+The model takes images as floats in [0, 1] and normalises them itself, with mean/std buffers
+saved in its state dict: the preprocessing travels with the weights, so a bundle, an ONNX export
+or a server needs nothing but [0, 1] pixels. Logits come out; the task (multi-label sigmoid or
+multi-class softmax) is decided by the loss and the predictor, not here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from labelwise.errors import ModelError
+from labelwise.models.backbones import channel_stats, create_backbone, get_spec
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbone: str, num_classes: int, in_chans: int = 3, pretrained: bool = False,
+                 weights: str | Path | None = None, drop_rate: float = 0.0):
+        super().__init__()
+        if num_classes < 1:
+            raise ModelError(f"num_classes must be at least 1, got {num_classes}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ModelError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        self.backbone_name = backbone
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.spec = get_spec(backbone)
+        self.backbone = create_backbone(backbone, in_chans=in_chans, pretrained=pretrained, weights=weights)
+        self.drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.backbone.num_features, num_classes)
+        # Zero init: every logit starts at 0 (p = 0.5 for sigmoid, uniform for softmax), so the first
+        # steps do not push random, confident predictions back into a pretrained backbone. The
+        # engine may set head.bias to the label priors (log-odds) before training.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        mean, std = channel_stats(self.spec, in_chans)
+        self.register_buffer("mean", torch.tensor(mean).view(1, in_chans, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, in_chans, 1, 1))
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) floats in [0, 1] -> pooled backbone features (B, num_features)."""
+        return self.backbone((x - self.mean) / self.std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) floats in [0, 1] -> logits (B, num_classes)."""
+        return self.head(self.drop(self.features(x)))
