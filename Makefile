@@ -7,7 +7,7 @@ LW := $(VENV)/bin/labelwise
 STAMP := $(VENV)/.installed
 DEBS := dataset-fashion-mnist
 DEMO_DATA := demo_data
-DEMO_EPOCHS ?= 6
+DEMO_EPOCHS ?= 5
 
 .PHONY: install system-deps demo test clean
 

@@ -43,6 +43,9 @@ def train(
     loss: str = typer.Option("auto", "--loss", help="bce, focal, asl, soft-f1 (multi-label); ce (multi-class)."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
     class_weights: str = typer.Option("none", "--class-weights", help="auto: weight rare labels up; none."),
+    sampler: str = typer.Option("none", "--sampler", help="balanced: over-sample images carrying rare labels."),
+    max_empty_fraction: Optional[float] = typer.Option(None, "--max-empty-fraction",
+                                                       help="Multi-label: at most this share of drawn images has no label."),
     monitor: Optional[str] = typer.Option(None, "--monitor", help="Metric that picks the best epoch (default map / accuracy)."),
     augment: str = typer.Option("default", "--augment", help="none | default (flip + shift)."),
     threshold_objective: str = typer.Option("f1", "--threshold-objective", help="f1, precision@P or recall@R."),
@@ -60,7 +63,8 @@ def train(
         data, out_dir, format=fmt, images=str(images) if images else None, delimiter=delimiter, val_split=val_split,
         image_size=image_size, strict=strict, backbone=model, pretrained=pretrained,
         weights=str(weights) if weights else None, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-        label_smoothing=label_smoothing, class_weights=class_weights, monitor=monitor, augment=augment,
+        label_smoothing=label_smoothing, class_weights=class_weights, sampler=sampler,
+        max_empty_fraction=max_empty_fraction, monitor=monitor, augment=augment,
         threshold_objective=threshold_objective, threshold=threshold, at_least_one=at_least_one, seed=seed,
         devices=int(devices) if devices.isdigit() else devices, accelerator=accelerator,
         time_limit_s=parse_duration(time_limit) if time_limit else None)
@@ -169,16 +173,17 @@ def print_scores(m: dict) -> None:
     from rich.table import Table
 
     multilabel = m["task"] == "multilabel"
-    keys = ["map", "f1_macro", "f1_micro", "exact_match", "hamming_accuracy"] if multilabel else \
-        ["accuracy", "balanced_accuracy", "f1_macro"]
-    table = Table(title=f"{m['task']} scores on {m['n_images']} images (monitor: {m['monitor']})")
+    keys = {"map": "mAP", "f1_macro": "F1 macro", "f1_micro": "F1 micro", "exact_match": "exact",
+            "hamming_accuracy": "hamming"} if multilabel else \
+        {"accuracy": "accuracy", "balanced_accuracy": "balanced acc", "f1_macro": "F1 macro"}
+    table = Table(title=f"{m['task']} scores on {m['n_images']} images (monitored: {m['monitor']})")
     table.add_column("predictor")
-    for k in keys:
-        table.add_column(k, justify="right")
-    rows = [("model" + (" (tuned thresholds)" if multilabel else ""), m["model"])]
+    for title in keys.values():
+        table.add_column(title, justify="right")
+    rows = [("model" + (" (tuned cut-offs)" if multilabel else ""), m["model"])]
     if multilabel:
         rows.append(("model at 0.5", m["model_at_0.5"]))
-    rows += [(f"baseline: {name}", b) for name, b in m["baselines"].items()]
+    rows += [(f"baseline: {name.replace('_', ' ')}", b) for name, b in m["baselines"].items()]
     for name, vals in rows:
         table.add_row(name, *(_fmt(vals.get(k)) for k in keys))
     out.print(table)

@@ -47,6 +47,8 @@ class TrainConfig:
     loss: str = "auto"  # auto = bce (multi-label) / ce (multi-class)
     label_smoothing: float = 0.0
     class_weights: str = "none"  # none | auto
+    sampler: str = "none"  # none | balanced (over-sample images with rare labels)
+    max_empty_fraction: float | None = None  # multi-label: cap on the share of no-label images drawn
     monitor: str | None = None  # None = map (multi-label) / accuracy (multi-class)
     augment: str = "default"  # none | default
     threshold_objective: str = "f1"  # f1 | precision@P | recall@R

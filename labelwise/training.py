@@ -13,7 +13,7 @@ import torch
 from .bundle import ModelMeta, library_versions, save_model, write_csv, write_json
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data.decoded import decode_samples
-from .data.module import ArrayDataset, choose_input, make_loader
+from .data.module import SAMPLERS, ArrayDataset, choose_input, make_loader, make_train_loader, sampling_weights
 from .data.samples import Samples
 from .data.splits import train_val_split
 from .data.transforms import check_preset
@@ -77,6 +77,10 @@ def _check(cfg: RunConfig) -> None:
     if t.threshold is not None and not 0.0 < t.threshold < 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {t.threshold}")
     check_preset(t.augment)
+    if t.sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {t.sampler!r}")
+    if t.max_empty_fraction is not None and not 0.0 <= t.max_empty_fraction < 1.0:
+        raise ConfigError(f"--max-empty-fraction must be in [0, 1), got {t.max_empty_fraction}")
 
 
 def load_data(cfg: DataConfig) -> Samples:
@@ -119,6 +123,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     model = Classifier(mcfg.backbone, len(labels), in_chans=inp.channels, pretrained=mcfg.pretrained,
                        weights=mcfg.weights, drop_rate=mcfg.drop_rate)
+    _init_head_bias(model, y[train_idx], labels)
     model = model.to(memory_format=torch.channels_last)
     weights = class_weights(y[train_idx], labels.task) if tcfg.class_weights == "auto" else None
     loss_fn = build_loss(loss_name, labels.task, label_smoothing=tcfg.label_smoothing,
@@ -129,7 +134,10 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     val_ds = ArrayDataset(pixels[val_idx], y[val_idx])
     # Drop a ragged last batch only when it would be tiny (BatchNorm dislikes batches of 1).
     drop_last = len(train_ds) % tcfg.batch_size in range(1, 4) and len(train_ds) > tcfg.batch_size
-    train_dl = make_loader(train_ds, tcfg.batch_size, shuffle=True, seed=tcfg.seed, drop_last=drop_last)
+    weights_per_image = sampling_weights(y[train_idx], labels.multilabel, tcfg.sampler == "balanced",
+                                         tcfg.max_empty_fraction if labels.multilabel else None)
+    train_dl = make_train_loader(train_ds, tcfg.batch_size, seed=tcfg.seed, drop_last=drop_last,
+                                 weights=weights_per_image)
     val_dl = make_loader(val_ds, max(tcfg.batch_size, 128), shuffle=False)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +183,18 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     if samples.skipped:
         write_csv(run_dir / "skipped_images.csv", ["path", "reason"], [[str(p), r] for p, r in samples.skipped])
     return TrainResult(run_dir, metrics, samples.skipped, wall / max(1, epochs_run), epochs_run)
+
+
+def _init_head_bias(model: torch.nn.Module, train_targets: np.ndarray, labels: LabelSpace) -> None:
+    """Start the head at the label priors (log-odds / log-frequency), not at 50/50.
+
+    With a zero-initialised head, every image starts at the training frequency of each label, so
+    the first steps learn from the image instead of the class balance (as in RetinaNet's prior init).
+    """
+    freq = np.clip(np.asarray(train_targets, dtype=np.float64).mean(0), 1e-4, 1 - 1e-4)
+    bias = np.log(freq / (1 - freq)) if labels.multilabel else np.log(freq)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.as_tensor(bias, dtype=model.head.bias.dtype))
 
 
 def _resolved(d: DataConfig, inp) -> DataConfig:

@@ -85,3 +85,48 @@ def make_loader(ds: ArrayDataset, batch_size: int, *, shuffle: bool, seed: int =
     # Data are already decoded in memory: worker processes would only add copying overhead.
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=0,
                       collate_fn=_keep_batch, generator=gen)
+
+
+SAMPLERS = ("none", "balanced")
+
+
+def sampling_weights(targets: np.ndarray, multilabel: bool, balanced: bool,
+                     max_empty_fraction: float | None = None) -> np.ndarray | None:
+    """Per-image sampling weights (sum 1), or None for plain shuffling.
+
+    balanced: an image is drawn in proportion to the inverse frequency of its rarest label (multi-label;
+    images with no label count as one more "label"), or of its class (multi-class).
+    max_empty_fraction: images with no label make up at most this share of the draws (multi-label).
+    """
+    t = np.asarray(targets, dtype=bool)
+    n = len(t)
+    if not balanced and max_empty_fraction is None:
+        return None
+    empty = ~t.any(1)
+    w = np.ones(n)
+    if balanced:
+        cols = np.concatenate([t, empty[:, None]], 1) if multilabel else t
+        freq = cols.sum(0).astype(np.float64)
+        inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1), 0.0)
+        w = (cols * inv).max(1)
+    w = w / w.sum()
+    if max_empty_fraction is not None and empty.any() and not empty.all():
+        share = w[empty].sum()
+        if share > max_empty_fraction:
+            # scale the empty images down so that they carry exactly the allowed share
+            w[empty] *= max_empty_fraction / share * (1 - share) / (1 - max_empty_fraction)
+            w = w / w.sum()
+    return w
+
+
+def make_train_loader(ds: ArrayDataset, batch_size: int, *, seed: int, drop_last: bool,
+                      weights: np.ndarray | None) -> DataLoader:
+    if weights is None:
+        return make_loader(ds, batch_size, shuffle=True, seed=seed, drop_last=drop_last)
+    from torch.utils.data import WeightedRandomSampler
+
+    gen = torch.Generator().manual_seed(seed)
+    sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(ds),
+                                    replacement=True, generator=gen)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=0,
+                      collate_fn=_keep_batch)
