@@ -52,7 +52,9 @@ def train(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of tuned ones."),
     at_least_one: bool = typer.Option(False, "--at-least-one", help="Multi-label: always predict the top label."),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Stop after this long, e.g. 90s, 10m, 1h."),
-    devices: str = typer.Option("auto", "--devices"),
+    devices: str = typer.Option("auto", "--devices", help="Devices (processes) per node, e.g. 2."),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy, e.g. ddp (several devices or nodes)."),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Machines taking part (with --strategy ddp)."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -67,8 +69,11 @@ def train(
         max_empty_fraction=max_empty_fraction, monitor=monitor, augment=augment,
         threshold_objective=threshold_objective, threshold=threshold, at_least_one=at_least_one, seed=seed,
         devices=int(devices) if devices.isdigit() else devices, accelerator=accelerator,
+        strategy=strategy, num_nodes=num_nodes,
         time_limit_s=parse_duration(time_limit) if time_limit else None)
     result = run_train(cfg, resume=resume, progress=not quiet, on_skipped=_print_skipped)
+    if result is None:  # a non-zero rank of a distributed run: rank 0 reports
+        return
     m = result.metrics
     console.print(f"[bold]trained[/] {result.epochs_run} epochs, {result.epoch_time_s:.1f} s/epoch "
                   f"(validation included) on {m['run']['train_images']} images; validated on {m['run']['val_images']}")

@@ -57,6 +57,8 @@ class TrainConfig:
     seed: int = 0
     accelerator: str = "auto"
     devices: int | str = "auto"
+    strategy: str = "auto"  # auto | ddp | ddp_spawn ... (Lightning strategies)
+    num_nodes: int = 1
     time_limit_s: float | None = None
 
 

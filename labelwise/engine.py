@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
+import pickle
 import time
 import warnings
 from datetime import timedelta
@@ -12,6 +14,7 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import TrainConfig
 from .data.transforms import augment_batch
@@ -38,6 +41,7 @@ class LitClassifier(L.LightningModule):
         self.aug_gen = torch.Generator().manual_seed(cfg.seed)
         self._val_probs: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
+        self._val_index: list[torch.Tensor] = []
         self._train_loss_sum = 0.0
         self._train_count = 0
         self.last_val: dict[str, float] = {}
@@ -46,7 +50,7 @@ class LitClassifier(L.LightningModule):
         return self.model(x_uint8.float().div_(255.0))
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        x, y, _ = batch
         x = augment_batch(x.float().div_(255.0), self.cfg.augment, self.aug_gen)
         logits = self.model(x.contiguous(memory_format=torch.channels_last))
         loss = self.loss_fn(logits, y)
@@ -59,18 +63,28 @@ class LitClassifier(L.LightningModule):
         self._train_loss_sum, self._train_count = 0.0, 0
 
     def validation_step(self, batch, batch_idx):
-        x, y = batch
+        x, y, idx = batch
         logits = self(x)
         self.log("val_loss", self.loss_fn(logits, y), on_epoch=True, batch_size=len(x), sync_dist=True)
-        self._val_probs.append(probabilities(logits, self.labels).detach().float().cpu())
-        self._val_targets.append(y.detach().cpu())
+        self._val_probs.append(probabilities(logits, self.labels).detach().float())
+        self._val_targets.append(y.detach())
+        self._val_index.append(idx.to(y.device))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_probs:
             return
-        probs = torch.cat(self._val_probs)
-        targets = torch.cat(self._val_targets)
-        self._val_probs, self._val_targets = [], []
+        probs, targets, index = torch.cat(self._val_probs), torch.cat(self._val_targets), torch.cat(self._val_index)
+        self._val_probs, self._val_targets, self._val_index = [], [], []
+        if self.trainer.world_size > 1:
+            # Metrics over the whole validation set, not averaged per process: gather every shard,
+            # then keep one row per image (DistributedSampler pads shards with repeats).
+            probs, targets, index = (self.all_gather(t).flatten(0, 1) for t in (probs, targets, index))
+            order = torch.argsort(index)
+            index, probs, targets = index[order], probs[order], targets[order]
+            first = torch.ones_like(index, dtype=torch.bool)
+            first[1:] = index[1:] != index[:-1]
+            probs, targets = probs[first], targets[first]
+        probs, targets = probs.cpu(), targets.cpu()
         metrics = compute_metrics(probs.numpy(), targets.numpy().astype(np.uint8), self.labels)
         summary = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
@@ -139,6 +153,32 @@ class HistoryWriter(Callback):
         write_csv(self.path, header, [[r.get(k, "") for k in header] for r in self.rows])
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written atomically (temp file + rename) and read back without unpickling code."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        from .bundle import atomic_write_bytes
+
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        atomic_write_bytes(Path(path), buf.getvalue())
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return load_checkpoint(path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, never arbitrary objects."""
+    from .errors import BundleError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise BundleError(f"{path}: cannot be loaded as a plain checkpoint ({str(e).splitlines()[0][:200]}); "
+                          "labelwise only loads checkpoints that contain tensors and plain values. "
+                          "Delete the checkpoints/ folder to start over") from None
+
+
 def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: HistoryWriter,
                   progress: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=f"val_{monitor}",
@@ -148,6 +188,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
+        strategy=cfg.strategy, num_nodes=cfg.num_nodes, plugins=[AtomicCheckpointIO()],
         callbacks=[ckpt, history], enable_model_summary=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=str(run_dir),
         max_time=timedelta(seconds=cfg.time_limit_s) if cfg.time_limit_s else None,

@@ -17,6 +17,7 @@ from .data.module import SAMPLERS, ArrayDataset, choose_input, make_loader, make
 from .data.samples import Samples
 from .data.splits import train_val_split
 from .data.transforms import check_preset
+from .engine import load_checkpoint
 from .errors import ConfigError, DataError
 from .evaluation import score, train_stats
 from .labels import LabelSpace
@@ -91,8 +92,11 @@ def load_data(cfg: DataConfig) -> Samples:
 
 
 def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
-          on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None) -> TrainResult:
-    """Train a classifier as configured and write the run directory (the model bundle)."""
+          on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None) -> TrainResult | None:
+    """Train a classifier as configured and write the run directory (the model bundle).
+
+    Returns None in the non-zero ranks of a distributed run.
+    """
     import lightning.pytorch as L
 
     from .engine import HistoryWriter, LitClassifier, build_trainer, monitor_key
@@ -152,6 +156,8 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     started = time.monotonic()
     trainer.fit(lit, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     wall = time.monotonic() - started
+    if not trainer.is_global_zero:
+        return None  # DDP: rank 0 alone scores the model and writes the bundle
     epochs_run = max(0, trainer.current_epoch - (_epoch_of(ckpt_path) if ckpt_path else 0))
 
     _load_best(model, ckpt.best_model_path)
@@ -215,14 +221,13 @@ def _epoch_of(ckpt_path: str | None) -> int:
     """Epochs completed when a checkpoint was written (Lightning stores the 0-based epoch)."""
     if not ckpt_path or not Path(ckpt_path).is_file():
         return 0
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    return int(state.get("epoch", -1)) + 1
+    return int(load_checkpoint(ckpt_path).get("epoch", -1)) + 1
 
 
 def _load_best(model: torch.nn.Module, best_path: str) -> None:
     if not best_path or not Path(best_path).is_file():
         return  # no validation ran (e.g. a time limit hit first): keep the final weights
-    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    state = load_checkpoint(best_path)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
 
 

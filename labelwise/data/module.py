@@ -68,11 +68,13 @@ class ArrayDataset(Dataset):
         return len(self.pixels)
 
     def __getitem__(self, i: int):
-        return self.pixels[i], self.targets[i]
+        return self.pixels[i], self.targets[i], i
 
     def __getitems__(self, idx: list[int]):
+        # The row indices travel with the batch so that validation can drop the duplicates a
+        # DistributedSampler pads with, and gather exactly one prediction per image across processes.
         idx_t = torch.as_tensor(idx, dtype=torch.long)
-        return self.pixels[idx_t], self.targets[idx_t]
+        return self.pixels[idx_t], self.targets[idx_t], idx_t
 
 
 def _keep_batch(batch):
