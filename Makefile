@@ -5,16 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LW := $(VENV)/bin/labelwise
 STAMP := $(VENV)/.installed
-DEBS := dataset-fashion-mnist
+DEBS := dataset-fashion-mnist chromium
 DEMO_DATA := demo_data
 DEMO_EPOCHS ?= 5
 
-.PHONY: install system-deps demo test clean
+.PHONY: install system-deps demo test report-screenshot clean
 
 install: $(STAMP)
 
-# Debian packages: Fashion-MNIST (real data, no download at run time). Without apt the demo falls
-# back to scikit-learn's bundled digits, so a failure here is reported but not fatal.
+# Debian packages: Fashion-MNIST (real data, no download at run time) and Chromium (browser tests of
+# the report and the serving page). Without apt the demo falls back to scikit-learn's bundled digits
+# and the browser tests skip, so a failure here is reported but not fatal.
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -39,17 +40,24 @@ $(STAMP): requirements.txt pyproject.toml
 demo: install
 	@test -d $(DEMO_DATA)/multiclass || $(PY) -m labelwise.demo_data $(DEMO_DATA)
 	$(LW) inspect $(DEMO_DATA)/multilabel
-	$(LW) train $(DEMO_DATA)/multilabel --out runs/demo-multilabel --epochs $(DEMO_EPOCHS)
+	$(LW) train $(DEMO_DATA)/multilabel --out runs/demo-multilabel --epochs $(DEMO_EPOCHS) --no-report
 	$(LW) evaluate runs/demo-multilabel $(DEMO_DATA)/multilabel_test
 	$(LW) predict runs/demo-multilabel $(DEMO_DATA)/multilabel_test/images --out runs/demo-multilabel/test_predictions.csv
-	$(LW) train $(DEMO_DATA)/multiclass --out runs/demo-multiclass --epochs $(DEMO_EPOCHS)
+	$(LW) report runs/demo-multilabel
+	$(LW) train $(DEMO_DATA)/multiclass --out runs/demo-multiclass --epochs $(DEMO_EPOCHS) --no-report
 	$(LW) evaluate runs/demo-multiclass $(DEMO_DATA)/multiclass_test
 	$(LW) predict runs/demo-multiclass $(DEMO_DATA)/multiclass_test --out runs/demo-multiclass/test_predictions.csv
+	$(LW) report runs/demo-multiclass
 	@echo; echo "Results:"; for r in runs/demo-multilabel runs/demo-multiclass; do \
+	  echo "  $$r/report.html   <- open in a browser: scores, curves, galleries, suspected label errors"; \
 	  echo "  $$r/  metrics.json (validation), evaluation.json (held-out test), test_predictions.csv, history.csv"; done
 
 test: install
 	$(PY) -m pytest --durations=10
+
+# Renders a small real run's report in headless Chromium and prints the screenshot's path.
+report-screenshot: install
+	$(PY) tests/report_screenshot.py
 
 clean:
 	rm -rf runs $(DEMO_DATA) .pytest_cache

@@ -87,6 +87,7 @@ class ModelMeta:
     train_most_common_set: tuple[str, ...] = ()  # the most frequent label set in training
     seed: int = 0
     versions: dict | None = None
+    members: tuple[str, ...] = ()  # backbone of each member when backbone == "ensemble"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +104,7 @@ class ModelMeta:
             "train_most_common_set": list(self.train_most_common_set),
             "seed": self.seed,
             "versions": self.versions or {},
+            "members": list(self.members),
         }
 
     @classmethod
@@ -122,7 +124,8 @@ class ModelMeta:
                        mean=tuple(inp.get("mean", ())), std=tuple(inp.get("std", ())),
                        train_label_freq=tuple(d.get("train_label_freq", ())),
                        train_most_common_set=tuple(d.get("train_most_common_set", ())),
-                       seed=int(d.get("seed", 0)), versions=d.get("versions"))
+                       seed=int(d.get("seed", 0)), versions=d.get("versions"),
+                       members=tuple(str(m) for m in d.get("members", ())))
         except BundleError:
             raise
         except (KeyError, TypeError, ValueError) as e:
@@ -174,8 +177,16 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, ModelMeta]:
     from .models.classifier import Classifier
 
     meta = read_meta(run_dir)
-    model = Classifier(meta.backbone, len(meta.labels), in_chans=meta.in_chans, pretrained=False,
-                       drop_rate=meta.drop_rate)
+    if meta.backbone == "ensemble":
+        from .ensemble import Ensemble
+
+        if not meta.members:
+            raise BundleError(f"{Path(run_dir) / META_FILE}: an ensemble bundle must list its members")
+        model = Ensemble([Classifier(b, len(meta.labels), in_chans=meta.in_chans, pretrained=False,
+                                     drop_rate=meta.drop_rate) for b in meta.members], meta.labels.multilabel)
+    else:
+        model = Classifier(meta.backbone, len(meta.labels), in_chans=meta.in_chans, pretrained=False,
+                           drop_rate=meta.drop_rate)
     state = read_weights(run_dir)
     try:
         model.load_state_dict(state, strict=True)

@@ -11,6 +11,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from .data.transforms import AUGMENT_PRESETS
 from .errors import LabelwiseError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -35,6 +36,8 @@ def train(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in px (default: from the images)."),
     val_split: float = typer.Option(0.2, "--val-split", help="Share of images held out for validation."),
     seed: int = typer.Option(0, "--seed"),
+    folds: int = typer.Option(1, "--folds", help="K-fold cross-validation: K models, out-of-fold predictions, "
+                              "and their ensemble as the bundle."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoints/last.ckpt."),
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder the CSV's image names are relative to."),
@@ -47,7 +50,23 @@ def train(
     max_empty_fraction: Optional[float] = typer.Option(None, "--max-empty-fraction",
                                                        help="Multi-label: at most this share of drawn images has no label."),
     monitor: Optional[str] = typer.Option(None, "--monitor", help="Metric that picks the best epoch (default map / accuracy)."),
-    augment: str = typer.Option("default", "--augment", help="none | default (flip + shift)."),
+    augment: str = typer.Option("default", "--augment", help="Presets: " + "; ".join(
+        f"{k}: {v}" for k, v in AUGMENT_PRESETS.items())),
+    vflip: bool = typer.Option(False, "--vflip", help="Vertical flips too (satellite, microscopy, plants)."),
+    mixup: float = typer.Option(0.0, "--mixup", help="MixUp with Beta(A, A), e.g. 0.2; 0 = off."),
+    cutmix: float = typer.Option(0.0, "--cutmix", help="CutMix with Beta(A, A), e.g. 1.0; 0 = off."),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw, adam, sgd, rmsprop, adadelta."),
+    momentum: float = typer.Option(0.9, "--momentum", help="sgd / rmsprop momentum (sgd uses Nesterov)."),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    scheduler: str = typer.Option("cosine", "--scheduler", help="cosine, onecycle, step, plateau, constant."),
+    step_size: int = typer.Option(10, "--step-size", help="step: epochs between decays; plateau: patience."),
+    gamma: float = typer.Option(0.1, "--gamma", help="LR decay factor for step / plateau."),
+    warmup_epochs: float = typer.Option(0.5, "--warmup-epochs"),
+    freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="Train the head alone for N epochs, then all."),
+    backbone_lr_mult: float = typer.Option(0.1, "--backbone-lr-mult",
+                                           help="Backbone LR = --lr x this after unfreezing (with --freeze-epochs)."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this."),
+    early_stopping: Optional[int] = typer.Option(None, "--early-stopping", help="Stop after N epochs without improvement."),
     threshold_objective: str = typer.Option("f1", "--threshold-objective", help="f1, precision@P or recall@R."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of tuned ones."),
     at_least_one: bool = typer.Option(False, "--at-least-one", help="Multi-label: always predict the top label."),
@@ -56,6 +75,9 @@ def train(
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy, e.g. ddp (several devices or nodes)."),
     num_nodes: int = typer.Option(1, "--num-nodes", help="Machines taking part (with --strategy ddp)."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu"),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="CSV column, or regex on image paths (first "
+                                           "capture group = key): images of one group never cross a split."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write RUN/report.html after training."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a classifier on DATA and write a run directory (bundle, metrics, history, predictions)."""
@@ -67,19 +89,26 @@ def train(
         weights=str(weights) if weights else None, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
         label_smoothing=label_smoothing, class_weights=class_weights, sampler=sampler,
         max_empty_fraction=max_empty_fraction, monitor=monitor, augment=augment,
+        vflip=vflip, mixup=mixup, cutmix=cutmix, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
+        scheduler=scheduler, step_size=step_size, gamma=gamma, warmup_epochs=warmup_epochs,
+        freeze_epochs=freeze_epochs, backbone_lr_mult=backbone_lr_mult, grad_clip=grad_clip,
+        early_stopping=early_stopping,
         threshold_objective=threshold_objective, threshold=threshold, at_least_one=at_least_one, seed=seed,
         devices=int(devices) if devices.isdigit() else devices, accelerator=accelerator,
-        strategy=strategy, num_nodes=num_nodes,
+        strategy=strategy, num_nodes=num_nodes, folds=folds, group_by=group_by,
         time_limit_s=parse_duration(time_limit) if time_limit else None)
-    result = run_train(cfg, resume=resume, progress=not quiet, on_skipped=_print_skipped)
+    result = run_train(cfg, resume=resume, progress=not quiet, on_skipped=_print_skipped, on_warning=_print_warning)
     if result is None:  # a non-zero rank of a distributed run: rank 0 reports
         return
     m = result.metrics
     console.print(f"[bold]trained[/] {result.epochs_run} epochs, {result.epoch_time_s:.1f} s/epoch "
                   f"(validation included) on {m['run']['train_images']} images; validated on {m['run']['val_images']}")
     print_scores(m)
-    out.print(f"run directory: [bold]{result.run_dir}[/] (model.safetensors, model.json, metrics.json, "
-              "history.csv, val_predictions.csv)")
+    if report:
+        from .report import build_report
+
+        out.print(f"report: [bold]{build_report(result.run_dir)}[/]")
+    out.print(f"run directory: [bold]{result.run_dir}[/]")
 
 
 @app.command()
@@ -129,6 +158,23 @@ def predict(
 
 
 @app.command()
+def ensemble(
+    runs: List[Path] = typer.Argument(..., help="Two or more run directories (same labels and input size)."),
+    out_dir: Path = typer.Option(..., "--out", help="Run directory to write the ensemble bundle to."),
+    threshold_objective: str = typer.Option("f1", "--threshold-objective", help="f1, precision@P or recall@R."),
+) -> None:
+    """Average several runs' probabilities into one bundle; thresholds re-tuned on shared out-of-sample images."""
+    from .ensemble import build_ensemble
+
+    result = build_ensemble(runs, out_dir, threshold_objective)
+    if "model" in result:
+        print_scores(result)
+    for note in result.get("notes", []):
+        console.print(f"[dim]note: {note}[/]")
+    out.print(f"ensemble of {len(runs)} runs written to [bold]{out_dir}[/]")
+
+
+@app.command()
 def inspect(
     data: Path = typer.Argument(..., help=DATA_HELP),
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
@@ -158,6 +204,20 @@ def models_cmd() -> None:
     for name in list_backbones():
         spec = get_spec(name)
         out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  {spec.description}")
+
+
+def _register_commands() -> None:
+    """Commands that live in their own modules (each imports its heavy dependencies lazily)."""
+    from .lr_find import lr_find_command
+    from .report.command import report_command
+    from .serve import serve_command
+
+    app.command("report")(report_command)
+    app.command("serve")(serve_command)
+    app.command("lr-find")(lr_find_command)
+
+
+_register_commands()
 
 
 def parse_duration(text: str) -> float:
@@ -200,6 +260,10 @@ def print_scores(m: dict) -> None:
 
 def _fmt(v) -> str:
     return "-" if v is None or v != v else f"{v:.3f}"
+
+
+def _print_warning(line: str) -> None:
+    console.print(f"[bold yellow]warning:[/] {line}")
 
 
 def _print_skipped(skipped) -> None:

@@ -27,6 +27,7 @@ class DataConfig:
     strict: bool = False  # an unreadable image is an error instead of being skipped
     max_pixels: int = 100_000_000  # decompression-bomb cap per image
     workers: int | None = None  # decoding threads; None = all cores
+    group_by: str | None = None  # CSV column, or regex on image paths: one group never crosses a split
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,29 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 2e-3  # peak learning rate (AdamW), reached after warm-up
+    lr: float = 2e-3  # peak learning rate, reached after warm-up
+    optimizer: str = "adamw"  # adamw | adam | sgd | rmsprop | adadelta
+    momentum: float = 0.9  # sgd / rmsprop
+    nesterov: bool = True  # sgd
     weight_decay: float = 0.01
-    warmup_epochs: float = 0.5
+    scheduler: str = "cosine"  # cosine | onecycle | step | plateau | constant
+    step_size: int = 10  # epochs between decays (step) / patience in epochs (plateau)
+    gamma: float = 0.1  # decay factor (step, plateau)
+    warmup_epochs: float = 0.5  # linear warm-up (cosine, step, constant)
+    freeze_epochs: int = 0  # train the head alone first, then everything
+    backbone_lr_mult: float = 0.1  # backbone LR relative to --lr once unfrozen (with --freeze-epochs)
+    grad_clip: float | None = None  # max gradient norm
+    early_stopping: int | None = None  # patience in epochs on the monitored metric
     loss: str = "auto"  # auto = bce (multi-label) / ce (multi-class)
     label_smoothing: float = 0.0
     class_weights: str = "none"  # none | auto
     sampler: str = "none"  # none | balanced (over-sample images with rare labels)
     max_empty_fraction: float | None = None  # multi-label: cap on the share of no-label images drawn
     monitor: str | None = None  # None = map (multi-label) / accuracy (multi-class)
-    augment: str = "default"  # none | default
+    augment: str = "default"  # none | light | default | strong
+    vflip: bool = False  # vertical flips too
+    mixup: float = 0.0  # MixUp Beta(a, a); 0 = off
+    cutmix: float = 0.0  # CutMix Beta(a, a); 0 = off
     threshold_objective: str = "f1"  # f1 | precision@P | recall@R
     threshold: float | None = None  # a global cut-off instead of tuned per-class thresholds
     at_least_one: bool = False  # multi-label: always predict the most likely label
@@ -60,6 +74,7 @@ class TrainConfig:
     strategy: str = "auto"  # auto | ddp | ddp_spawn ... (Lightning strategies)
     num_nodes: int = 1
     time_limit_s: float | None = None
+    folds: int = 1  # > 1: k-fold cross-validation with out-of-fold predictions
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,15 @@ from pathlib import Path
 import lightning.pytorch as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import TrainConfig
-from .data.transforms import augment_batch
+from .data.transforms import AugmentConfig, augment_batch, mix_batch
+from .errors import ConfigError
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adadelta")
+SCHEDULERS = ("cosine", "onecycle", "step", "plateau", "constant")
 from .labels import LabelSpace
 from .metrics import compute_metrics
 
@@ -39,6 +43,7 @@ class LitClassifier(L.LightningModule):
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.monitor = monitor
         self.aug_gen = torch.Generator().manual_seed(cfg.seed)
+        self.mixing = AugmentConfig(cfg.augment, cfg.vflip, cfg.mixup, cfg.cutmix)
         self._val_probs: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
         self._val_index: list[torch.Tensor] = []
@@ -51,7 +56,8 @@ class LitClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y, _ = batch
-        x = augment_batch(x.float().div_(255.0), self.cfg.augment, self.aug_gen)
+        x = augment_batch(x.float().div_(255.0), self.cfg.augment, self.aug_gen, vflip=self.cfg.vflip)
+        x, y = mix_batch(x, y, self.mixing, self.aug_gen)
         logits = self.model(x.contiguous(memory_format=torch.channels_last))
         loss = self.loss_fn(logits, y)
         self._train_loss_sum += float(loss.detach()) * len(x)
@@ -61,6 +67,12 @@ class LitClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum, self._train_count = 0.0, 0
+        frozen = self.current_epoch < self.cfg.freeze_epochs
+        # Frozen: no gradients into the backbone (backward stops at the head: much faster) and its
+        # BatchNorm statistics stay as pretrained. Lightning has just put everything in train mode.
+        self.model.backbone.requires_grad_(not frozen)
+        if frozen:
+            self.model.backbone.eval()
 
     def validation_step(self, batch, batch_idx):
         x, y, idx = batch
@@ -97,25 +109,68 @@ class LitClassifier(L.LightningModule):
         return self._train_loss_sum / max(1, self._train_count)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            # Norm weights and biases are not regularised (standard for AdamW fine-tuning).
-            (no_decay if p.ndim <= 1 else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr)
-        total = self.cfg.epochs * self.steps_per_epoch
-        warmup = max(1, int(self.cfg.warmup_epochs * self.steps_per_epoch))
+        return build_optimizer(self.model, self.cfg, self.steps_per_epoch, self.monitor)
 
-        def factor(step: int) -> float:  # linear warm-up, then cosine decay to 1% of the peak
-            if step < warmup:
-                return (step + 1) / warmup
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int, monitor: str) -> dict:
+    """Optimizer with param groups (head / backbone x decay / no decay) and its LR schedule.
+
+    With --freeze-epochs the backbone gets --lr x backbone_lr_mult (discriminative LR, as fastai's
+    fine_tune); norms and biases are never weight-decayed.
+    """
+    backbone_lr = cfg.lr * (cfg.backbone_lr_mult if cfg.freeze_epochs > 0 else 1.0)
+    groups = []
+    for part, lr in ((model.backbone, backbone_lr), (model.head, cfg.lr)):
+        params = [p for p in part.parameters()]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
+                   {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+    groups = [g for g in groups if g["params"]]
+    name = cfg.optimizer.lower()
+    if name == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    elif name == "adam":  # L2 penalty in the gradient, unlike AdamW's decoupled decay
+        opt = torch.optim.Adam(groups, lr=cfg.lr)
+    elif name == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    elif name == "rmsprop":
+        opt = torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
+    elif name == "adadelta":
+        opt = torch.optim.Adadelta(groups, lr=cfg.lr)
+    else:
+        raise ConfigError(f"--optimizer {cfg.optimizer!r} is not known; choose one of {', '.join(OPTIMIZERS)}")
+
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch)) if cfg.warmup_epochs > 0 else 0
+    kind = cfg.scheduler.lower()
+    if kind == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max" if _higher_is_better(monitor) else "min", factor=cfg.gamma, patience=cfg.step_size)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch",
+                                                   "monitor": f"val_{monitor}", "strict": False}}
+    if kind == "onecycle":
+        # momentum cycling needs an optimizer with momentum or betas (Adadelta has neither)
+        cycle = "betas" in opt.defaults or opt.defaults.get("momentum", 0) > 0
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total,
+                                                    pct_start=max(0.05, warmup / total) if warmup else 0.25,
+                                                    cycle_momentum=cycle)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    if kind not in ("cosine", "step", "constant"):
+        raise ConfigError(f"--scheduler {cfg.scheduler!r} is not known; choose one of {', '.join(SCHEDULERS)}")
+
+    def factor(step: int) -> float:
+        if step < warmup:  # linear warm-up
+            return (step + 1) / warmup
+        if kind == "cosine":  # cosine decay to 1% of the peak
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+        if kind == "step":
+            return cfg.gamma ** (step // max(1, cfg.step_size * steps_per_epoch))
+        return 1.0
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def monitor_key(labels: LabelSpace, cfg: TrainConfig) -> str:
@@ -184,15 +239,19 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=f"val_{monitor}",
                            mode="max" if _higher_is_better(monitor) else "min", save_last=True,
                            save_top_k=1, enable_version_counter=False)
+    callbacks: list[Callback] = [ckpt, history]
+    if cfg.early_stopping:
+        callbacks.append(EarlyStopping(monitor=f"val_{monitor}", patience=cfg.early_stopping,
+                                       mode="max" if _higher_is_better(monitor) else "min"))
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
         strategy=cfg.strategy, num_nodes=cfg.num_nodes, plugins=[AtomicCheckpointIO()],
-        callbacks=[ckpt, history], enable_model_summary=False, enable_progress_bar=progress,
+        callbacks=callbacks, enable_model_summary=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=str(run_dir),
         max_time=timedelta(seconds=cfg.time_limit_s) if cfg.time_limit_s else None,
-        log_every_n_steps=10,
+        log_every_n_steps=10, gradient_clip_val=cfg.grad_clip,
     )
     return trainer, ckpt
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,6 +78,17 @@ def _check(cfg: RunConfig) -> None:
     if t.threshold is not None and not 0.0 < t.threshold < 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {t.threshold}")
     check_preset(t.augment)
+    from .engine import OPTIMIZERS, SCHEDULERS
+
+    for option, value, known in (("--optimizer", t.optimizer, OPTIMIZERS), ("--scheduler", t.scheduler, SCHEDULERS)):
+        if value not in known:
+            raise ConfigError(f"{option} {value!r} is not known; choose one of {', '.join(known)}")
+    if t.freeze_epochs < 0 or t.freeze_epochs >= t.epochs and t.freeze_epochs > 0:
+        raise ConfigError(f"--freeze-epochs {t.freeze_epochs} must be between 0 and --epochs - 1 ({t.epochs - 1})")
+    if t.folds < 1:
+        raise ConfigError(f"--folds must be 2 or more for cross-validation (1 = a single split), got {t.folds}")
+    if t.mixup < 0 or t.cutmix < 0:
+        raise ConfigError("--mixup and --cutmix take a Beta concentration >= 0 (0 = off), e.g. 0.2 or 1.0")
     if t.sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {t.sampler!r}")
     if t.max_empty_fraction is not None and not 0.0 <= t.max_empty_fraction < 1.0:
@@ -88,32 +99,49 @@ def load_data(cfg: DataConfig) -> Samples:
     from .data.sources import load_samples
 
     images = Path(cfg.images) if cfg.images else None
-    return load_samples(Path(cfg.data), fmt=cfg.format, images=images, delimiter=cfg.delimiter)
+    return load_samples(Path(cfg.data), fmt=cfg.format, images=images, delimiter=cfg.delimiter,
+                        group_by=cfg.group_by)
 
 
-def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
-          on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None) -> TrainResult | None:
-    """Train a classifier as configured and write the run directory (the model bundle).
+@dataclass
+class Prepared:
+    """Decoded data and the choices made from it, shared by every fold of a run."""
 
-    Returns None in the non-zero ranks of a distributed run.
-    """
-    import lightning.pytorch as L
+    cfg: RunConfig  # with the resolved image size and channels
+    samples: Samples
+    pixels: np.ndarray  # (N, C, S, S) uint8
+    monitor: str
+    loss_name: str
+    warnings: list[str] = field(default_factory=list)  # e.g. near-duplicates across the split
 
-    from .engine import HistoryWriter, LitClassifier, build_trainer, monitor_key
-    from .losses import build_loss, class_weights
+    @property
+    def labels(self) -> LabelSpace:
+        return self.samples.labels
+
+
+@dataclass
+class Fitted:
+    model: torch.nn.Module
+    val_probs: np.ndarray
+    wall_s: float
+    epochs_run: int
+    epochs_total: int
+    best_epoch: int
+
+
+def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None) -> Prepared:
+    """Validate options, load the data source, choose the input spec and decode every image once."""
+    from .engine import monitor_key
     from .models.backbones import get_spec
-    from .models.classifier import Classifier
 
     _check(cfg)
     _quiet_lightning()
-    run_dir = Path(cfg.out)
-    dcfg, mcfg, tcfg = cfg.data, cfg.model, cfg.train
-    spec = get_spec(mcfg.backbone)
+    dcfg, tcfg = cfg.data, cfg.train
+    spec = get_spec(cfg.model.backbone)
     samples = load_data(dcfg)
     labels = samples.labels
     monitor = check_monitor(monitor_key(labels, tcfg), labels.task)
     loss_name = tcfg.loss if tcfg.loss != "auto" else ("bce" if labels.multilabel else "ce")
-
     inp = choose_input(samples, dcfg, min_size=spec.min_size)
     samples, pixels = decode_samples(samples, inp.size, inp.channels, strict=dcfg.strict,
                                      max_pixels=dcfg.max_pixels, workers=dcfg.workers)
@@ -121,21 +149,55 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
         on_skipped(samples.skipped)
     if len(samples) < 2:
         raise DataError(f"{dcfg.data}: fewer than 2 readable images; nothing to train on")
+    from dataclasses import replace
 
-    train_idx, val_idx = train_val_split(samples, dcfg.val_split, tcfg.seed)
-    y = samples.targets
+    # absolute data path in config.yaml: the report and `evaluate` find the data from anywhere
+    resolved = replace(_resolved(dcfg, inp), data=str(Path(dcfg.data).resolve()))
+    return Prepared(cfg.with_(data=resolved), samples, pixels, monitor, loss_name)
+
+
+def check_duplicates(prep: Prepared, splits: list[tuple[np.ndarray, np.ndarray]],
+                     on_warning: Callable[[str], None] | None = None) -> None:
+    """Warn about exact and near-duplicate images on both sides of a split (leakage), with their paths."""
+    from .data.duplicates import describe_duplicates, fingerprint_pixels, fold_duplicates
+
+    lines = describe_duplicates(fold_duplicates(fingerprint_pixels(prep.pixels), splits), prep.samples.paths)
+    if lines:
+        prep.warnings.append(lines[0] + " Use --group-by to keep copies of one image in the same split.")
+        if on_warning and _is_rank_zero():
+            for line in lines:
+                on_warning(line)
+
+
+def _is_rank_zero() -> bool:
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def fit(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path, *, resume: bool = False,
+        progress: bool = True) -> Fitted | None:
+    """Train one model on train_idx, validating on val_idx; best weights loaded. None on DDP ranks > 0."""
+    import lightning.pytorch as L
+
+    from .engine import HistoryWriter, LitClassifier, build_trainer
+    from .losses import build_loss, class_weights
+    from .models.classifier import Classifier
+
+    cfg, labels, y = prep.cfg, prep.labels, prep.samples.targets
+    mcfg, tcfg = cfg.model, cfg.train
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    model = Classifier(mcfg.backbone, len(labels), in_chans=inp.channels, pretrained=mcfg.pretrained,
+    model = Classifier(mcfg.backbone, len(labels), in_chans=cfg.data.channels, pretrained=mcfg.pretrained,
                        weights=mcfg.weights, drop_rate=mcfg.drop_rate)
-    _init_head_bias(model, y[train_idx], labels)
+    init_head_bias(model, y[train_idx], labels)
     model = model.to(memory_format=torch.channels_last)
     weights = class_weights(y[train_idx], labels.task) if tcfg.class_weights == "auto" else None
-    loss_fn = build_loss(loss_name, labels.task, label_smoothing=tcfg.label_smoothing,
+    loss_fn = build_loss(prep.loss_name, labels.task, label_smoothing=tcfg.label_smoothing,
                          pos_weight=weights if labels.multilabel else None,
                          class_weight=None if labels.multilabel else weights)
 
-    train_ds = ArrayDataset(pixels[train_idx], y[train_idx])
-    val_ds = ArrayDataset(pixels[val_idx], y[val_idx])
+    train_ds = ArrayDataset(prep.pixels[train_idx], y[train_idx])
+    val_ds = ArrayDataset(prep.pixels[val_idx], y[val_idx])
     # Drop a ragged last batch only when it would be tiny (BatchNorm dislikes batches of 1).
     drop_last = len(train_ds) % tcfg.batch_size in range(1, 4) and len(train_ds) > tcfg.batch_size
     weights_per_image = sampling_weights(y[train_idx], labels.multilabel, tcfg.sampler == "balanced",
@@ -145,11 +207,10 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     val_dl = make_loader(val_ds, max(tcfg.batch_size, 128), shuffle=False)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = cfg.with_(data=_resolved(dcfg, inp))
     cfg.save(run_dir / "config.yaml")
-    lit = LitClassifier(model, labels, tcfg, loss_fn, steps_per_epoch=len(train_dl), monitor=monitor)
+    lit = LitClassifier(model, labels, tcfg, loss_fn, steps_per_epoch=len(train_dl), monitor=prep.monitor)
     history = HistoryWriter(run_dir / "history.csv")
-    trainer, ckpt = build_trainer(tcfg, run_dir, monitor, history, progress=progress)
+    trainer, ckpt = build_trainer(tcfg, run_dir, prep.monitor, history, progress=progress)
     ckpt_path = _resume_path(run_dir) if resume else None
     if ckpt_path:
         history.load_existing()
@@ -159,39 +220,135 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
     if not trainer.is_global_zero:
         return None  # DDP: rank 0 alone scores the model and writes the bundle
     epochs_run = max(0, trainer.current_epoch - (_epoch_of(ckpt_path) if ckpt_path else 0))
-
     _load_best(model, ckpt.best_model_path)
-    lit.eval()
-    val_probs = model_probs(model, pixels[val_idx], labels.multilabel)
+    val_probs = model_probs(model, prep.pixels[val_idx], labels.multilabel)
+    return Fitted(model, val_probs, wall, epochs_run, int(trainer.current_epoch), _epoch_of(ckpt.best_model_path))
+
+
+def fit_thresholds_for(prep: Prepared, probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     from .thresholds import fit_thresholds
 
-    if labels.multilabel and tcfg.threshold is None:
-        thresholds = fit_thresholds(val_probs, y[val_idx], tcfg.threshold_objective)
-    else:
-        thresholds = np.full(len(labels), tcfg.threshold if tcfg.threshold is not None else 0.5)
-    stats = train_stats(y[train_idx], labels)
-    metrics = score(val_probs, y[val_idx], labels, thresholds, stats, monitor,
-                    at_least_one=tcfg.at_least_one, tuned_on_same_data=labels.multilabel and tcfg.threshold is None)
-    metrics["run"] = {"train_images": int(len(train_idx)), "val_images": int(len(val_idx)),
-                      "skipped_images": len(samples.skipped), "epochs": int(trainer.current_epoch),
-                      "best_checkpoint_epoch": _epoch_of(ckpt.best_model_path), "wall_time_s": round(wall, 1)}
-    meta = ModelMeta(labels=labels, backbone=mcfg.backbone, in_chans=inp.channels, image_size=inp.size,
-                     thresholds=tuple(float(t) for t in thresholds), at_least_one=tcfg.at_least_one,
-                     drop_rate=mcfg.drop_rate, mean=tuple(model.mean.flatten().tolist()),
-                     std=tuple(model.std.flatten().tolist()), seed=tcfg.seed, versions=library_versions(),
-                     **stats.as_meta())
-    save_model(run_dir, model, meta)
+    t, labels = prep.cfg.train, prep.labels
+    if labels.multilabel and t.threshold is None:
+        return fit_thresholds(probs, targets, t.threshold_objective)
+    return np.full(len(labels), t.threshold if t.threshold is not None else 0.5)
+
+
+def finalize(prep: Prepared, fitted: Fitted, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path
+             ) -> TrainResult:
+    """Tune thresholds on validation, score against baselines, write the bundle and its files."""
     from .metrics import to_jsonable
 
+    cfg, labels, y = prep.cfg, prep.labels, prep.samples.targets
+    thresholds = fit_thresholds_for(prep, fitted.val_probs, y[val_idx])
+    stats = train_stats(y[train_idx], labels)
+    tuned = labels.multilabel and cfg.train.threshold is None
+    metrics = score(fitted.val_probs, y[val_idx], labels, thresholds, stats, prep.monitor,
+                    at_least_one=cfg.train.at_least_one, tuned_on_same_data=tuned)
+    metrics["warnings"] = prep.warnings + metrics["warnings"]
+    metrics["run"] = {"train_images": int(len(train_idx)), "val_images": int(len(val_idx)),
+                      "skipped_images": len(prep.samples.skipped), "epochs": fitted.epochs_total,
+                      "best_checkpoint_epoch": fitted.best_epoch, "wall_time_s": round(fitted.wall_s, 1)}
+    save_model(run_dir, fitted.model, _meta(prep, fitted.model, thresholds, stats))
     write_json(run_dir / "metrics.json", to_jsonable(metrics))
-    _write_predictions(run_dir / "val_predictions.csv", [samples.paths[i] for i in val_idx], y[val_idx],
-                       val_probs, labels)
-    if samples.skipped:
-        write_csv(run_dir / "skipped_images.csv", ["path", "reason"], [[str(p), r] for p, r in samples.skipped])
-    return TrainResult(run_dir, metrics, samples.skipped, wall / max(1, epochs_run), epochs_run)
+    _write_predictions(run_dir / "val_predictions.csv", [prep.samples.paths[i] for i in val_idx], y[val_idx],
+                       fitted.val_probs, labels)
+    _write_skipped(prep, run_dir)
+    return TrainResult(run_dir, metrics, prep.samples.skipped, fitted.wall_s / max(1, fitted.epochs_run),
+                       fitted.epochs_run)
 
 
-def _init_head_bias(model: torch.nn.Module, train_targets: np.ndarray, labels: LabelSpace) -> None:
+def _meta(prep: Prepared, model: torch.nn.Module, thresholds: np.ndarray, stats, backbone: str | None = None,
+          members: tuple[str, ...] = ()) -> ModelMeta:
+    cfg = prep.cfg
+    return ModelMeta(labels=prep.labels, backbone=backbone or cfg.model.backbone, in_chans=cfg.data.channels,
+                     image_size=cfg.data.image_size, thresholds=tuple(float(t) for t in thresholds),
+                     at_least_one=cfg.train.at_least_one, drop_rate=cfg.model.drop_rate,
+                     mean=tuple(model.mean.flatten().tolist()), std=tuple(model.std.flatten().tolist()),
+                     seed=cfg.train.seed, versions=library_versions(), members=members, **stats.as_meta())
+
+
+def _write_skipped(prep: Prepared, run_dir: Path) -> None:
+    if prep.samples.skipped:
+        write_csv(run_dir / "skipped_images.csv", ["path", "reason"],
+                  [[str(p), r] for p, r in prep.samples.skipped])
+
+
+def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
+          on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None,
+          on_warning: Callable[[str], None] | None = None) -> TrainResult | None:
+    """Train a classifier as configured and write the run directory (the model bundle).
+
+    With ``cfg.train.folds`` > 1 it runs k-fold cross-validation instead (see ``train_folds``).
+    Returns None in the non-zero ranks of a distributed run.
+    """
+    prep = prepare(cfg, on_skipped)
+    if cfg.train.folds > 1:
+        return train_folds(prep, resume=resume, progress=progress, on_warning=on_warning)
+    run_dir = Path(cfg.out)
+    train_idx, val_idx = train_val_split(prep.samples, cfg.data.val_split, cfg.train.seed)
+    check_duplicates(prep, [(train_idx, val_idx)], on_warning)
+    fitted = fit(prep, train_idx, val_idx, run_dir, resume=resume, progress=progress)
+    if fitted is None:
+        return None
+    return finalize(prep, fitted, train_idx, val_idx, run_dir)
+
+
+def train_folds(prep: Prepared, *, resume: bool = False, progress: bool = True,
+                on_warning: Callable[[str], None] | None = None) -> TrainResult | None:
+    """k-fold cross-validation: one model per fold in RUN/fold_<i>/, out-of-fold probabilities for every
+    image in RUN/oof_predictions.csv, per-fold metrics with mean and spread, and at RUN/ an ensemble of
+    the fold models (thresholds tuned on the out-of-fold probabilities) that predict/evaluate accept."""
+    from .data.splits import kfold_splits
+    from .ensemble import Ensemble
+    from .metrics import summary_of, to_jsonable
+
+    cfg, labels, y = prep.cfg, prep.labels, prep.samples.targets
+    run_dir = Path(cfg.out)
+    k = cfg.train.folds
+    oof = np.full((len(y), len(labels)), np.nan, dtype=np.float32)
+    fold_results, models, wall = [], [], 0.0
+    splits = kfold_splits(prep.samples, k, cfg.train.seed)
+    check_duplicates(prep, splits, on_warning)
+    for i, (train_idx, val_idx) in enumerate(splits):
+        fold_dir = run_dir / f"fold_{i + 1}"
+        fitted = fit(prep, train_idx, val_idx, fold_dir, resume=resume, progress=progress)
+        if fitted is None:
+            return None
+        result = finalize(prep, fitted, train_idx, val_idx, fold_dir)
+        oof[val_idx] = fitted.val_probs
+        fold_results.append(result)
+        models.append(fitted.model)
+        wall += fitted.wall_s
+    thresholds = fit_thresholds_for(prep, oof, y)
+    stats = train_stats(y, labels)
+    metrics = score(oof, y, labels, thresholds, stats, prep.monitor, at_least_one=cfg.train.at_least_one,
+                    tuned_on_same_data=labels.multilabel and cfg.train.threshold is None)
+    metrics["warnings"] = prep.warnings + metrics["warnings"]
+    per_fold = [summary_of(r.metrics["model"]) for r in fold_results]
+    keys = [key for key, v in per_fold[0].items() if isinstance(v, (int, float))]
+    metrics["folds"] = {
+        "k": k, "per_fold": per_fold,
+        "mean": {key: float(np.nanmean([f[key] for f in per_fold])) for key in keys},
+        "std": {key: float(np.nanstd([f[key] for f in per_fold])) for key in keys},
+    }
+    metrics["notes"] = metrics.get("notes", []) + [
+        f"Scores are out-of-fold: each image is scored by the fold model that did not train on it ({k} folds). "
+        "The bundle in this folder is the ensemble of the fold models."]
+    metrics["run"] = {"train_images": int(len(y)), "val_images": int(len(y)), "folds": k,
+                      "skipped_images": len(prep.samples.skipped), "wall_time_s": round(wall, 1)}
+    ensemble = Ensemble(models, labels.multilabel)
+    members = tuple(cfg.model.backbone for _ in models)
+    save_model(run_dir, ensemble, _meta(prep, models[0], thresholds, stats, backbone="ensemble", members=members))
+    write_json(run_dir / "metrics.json", to_jsonable(metrics))
+    cfg.save(run_dir / "config.yaml")
+    _write_predictions(run_dir / "oof_predictions.csv", prep.samples.paths, y, oof, labels)
+    _write_skipped(prep, run_dir)
+    epochs = sum(r.epochs_run for r in fold_results)
+    return TrainResult(run_dir, metrics, prep.samples.skipped, wall / max(1, epochs), epochs)
+
+
+def init_head_bias(model: torch.nn.Module, train_targets: np.ndarray, labels: LabelSpace) -> None:
     """Start the head at the label priors (log-odds / log-frequency), not at 50/50.
 
     With a zero-initialised head, every image starts at the training frequency of each label, so

@@ -22,7 +22,7 @@ def test_balanced_sampler_draws_rare_labels_more_often():
     assert np.all(drawn_share[1:] > 3 * t.mean(0)[1:])  # the rare labels are over-sampled
     ds = ArrayDataset(np.zeros((len(t), 1, 4, 4), np.uint8), t)
     loader = make_train_loader(ds, 100, seed=0, drop_last=False, weights=w)
-    seen = np.concatenate([y.numpy() for _, y in loader])
+    seen = np.concatenate([y.numpy() for _, y, _ in loader])
     assert len(seen) == len(t) and seen[:, 2].mean() > 3 * t[:, 2].mean()
 
 

@@ -1,6 +1,7 @@
 """Training data glue: choose the input spec, decode once, split, and batch-fetching loaders."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +49,13 @@ def choose_input(samples: Samples, cfg: DataConfig, min_size: int = 32, max_size
         raise ConfigError(f"--image-size {size} is too small; use at least 8 px (32 or more is better)")
     channels = cfg.channels
     if channels is None:
-        many = [c for c in chans if c > 3]
-        channels = max(many) if many else (1 if chans and all(c == 1 for c in chans) else 3)
+        counts = Counter(chans)
+        bands, n = counts.most_common(1)[0] if counts else (3, 0)
+        # N bands only when most images have them: a stray 5-band TIFF is skipped, not every photo.
+        if bands > 3 and 2 * n > len(chans):
+            channels = bands
+        else:
+            channels = 1 if chans and all(c == 1 for c in chans if c <= 3) else 3
     return InputSpec(size=int(size), channels=int(channels))
 
 

@@ -11,6 +11,12 @@ Image names in a CSV are looked up beside the CSV, then in images/ beside it (or
 ``images=`` folder when given), with or without an extension. Only existence is checked here;
 unreadable images are found when they are decoded.
 
+Groups (``group_by=``, the CLI's ``--group-by``): images sharing a group key never cross a split.
+A CSV column of that name gives the key (and is not a label column); anything else is a regular
+expression searched in each image's path relative to its folder, with forward slashes
+(``cat/img_0012_aug3.jpg`` for class folders, ``img_0012_aug3.jpg`` for a CSV's images/): the
+first capture group, or the whole match, is the key, e.g. ``group_by="img_([0-9]+)"``.
+
 >>> samples = load_samples("planet/train.csv")          # doctest: +SKIP
 >>> samples.source, samples.labels.task
 ('csv-tags', 'multilabel')
@@ -20,6 +26,7 @@ from __future__ import annotations
 import csv
 import difflib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,30 +45,42 @@ _LAYOUTS = ("class folders (DATA/<label>/*.jpg), a CSV beside an images/ folder,
             "or an annotations/ folder beside an images/ folder")
 
 
-def detect_format(data: Path) -> str:
+def detect_format(data: Path, group_by: str | None = None) -> str:
     """Tell the layout of a folder or CSV file: one of FORMATS without "auto".
 
-    A folder is checked in this order: an annotations/ folder, a CSV file, class folders."""
+    A folder is checked in this order: an annotations/ folder, a CSV file, class folders.
+    ``group_by``: a CSV column of that name holds groups, so it is not taken for a label column."""
     data = _existing(data)
     if data.is_file():
-        return _csv_kind(data, _read_csv(data))[0]
+        return _detect_csv(data, group_by)
     if (data / "annotations").is_dir():
         return "annotations"
     csvs = _csv_files(data)
     if csvs:
-        csv_path = _pick_csv(data, csvs)
-        return _csv_kind(csv_path, _read_csv(csv_path))[0]
+        return _detect_csv(_pick_csv(data, csvs), group_by)
     _class_folders(data)  # raises a DataError that explains the layouts when there are none
     return "folder"
 
 
 def load_samples(data: Path | str, fmt: str = "auto", images: Path | str | None = None,
-                 delimiter: str = " ") -> Samples:
+                 delimiter: str = " ", group_by: str | None = None) -> Samples:
     """Read a dataset's image paths and labels (see the module docstring for the layouts).
 
     fmt: one of FORMATS; images: the image folder for CSV/annotations data (overrides the
-    default lookup); delimiter: what separates tags in a csv-tags cell (any whitespace for " ").
+    default lookup); delimiter: what separates tags in a csv-tags cell (any whitespace for " ");
+    group_by: a CSV column or a regular expression giving each image's group (``Samples.groups``).
     """
+    if group_by is not None and not group_by.strip():
+        raise ConfigError("--group-by is empty; give a CSV column name or a regular expression")
+    samples, folders = _load(data, fmt, images, delimiter, group_by)
+    if group_by is not None and samples.groups is None:
+        samples.groups = _regex_groups(samples, folders, group_by)
+    return samples
+
+
+def _load(data: Path | str, fmt: str, images: Path | str | None, delimiter: str,
+          group_by: str | None) -> tuple[Samples, list[Path]]:
+    """(samples, the folders their paths are relative to, deepest first) for any format."""
     if fmt not in FORMATS:
         hint = difflib.get_close_matches(fmt, FORMATS, n=1)
         raise ConfigError(f"unknown data format {fmt!r}; choose one of {', '.join(FORMATS)}"
@@ -69,19 +88,22 @@ def load_samples(data: Path | str, fmt: str = "auto", images: Path | str | None 
     data = _existing(data)
     image_dir = _existing(images, "the images folder") if images is not None else None
     if fmt == "auto":
-        fmt = detect_format(data)
+        fmt = detect_format(data, group_by)
     if fmt == "folder":
         if image_dir is not None:
             raise ConfigError("images= applies to CSV and annotations data, not to class folders")
         if not data.is_dir():
             raise DataError(f"{data}: the folder format needs a folder of class folders, not a file")
-        return _load_folder(data)
+        samples = _load_folder(data)
+        return samples, [samples.origin]  # type: ignore[list-item]
     if fmt == "annotations":
         if not data.is_dir():
             raise DataError(f"{data}: the annotations format needs a folder holding annotations/ and images/")
-        return _load_annotations(data, image_dir)
+        return _load_annotations(data, image_dir), [(image_dir or data / "images").resolve()]
     csv_path = data if data.is_file() else _pick_csv(data, _csv_files(data))
-    return _load_csv(csv_path, fmt, image_dir, delimiter, origin=data)
+    dirs = [image_dir] if image_dir is not None else [csv_path.parent, csv_path.parent / "images"]
+    folders = sorted((d.resolve() for d in dirs), key=lambda d: len(d.parts), reverse=True)
+    return _load_csv(csv_path, fmt, image_dir, delimiter, origin=data, group_by=group_by), folders
 
 
 # --------------------------------------------------------------------------- class folders
@@ -134,10 +156,14 @@ def _images_under(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------- CSV
 
 
-def _load_csv(csv_path: Path, fmt: str, image_dir: Path | None, delimiter: str, origin: Path) -> Samples:
+def _load_csv(csv_path: Path, fmt: str, image_dir: Path | None, delimiter: str, origin: Path,
+              group_by: str | None = None) -> Samples:
     rows = _read_csv(csv_path)
-    kind, image_col, tag_col = _csv_kind(csv_path, rows, None if fmt == "auto" else fmt)
     header = rows[0][1]
+    group_col = _group_column(header, group_by)
+    exclude = frozenset() if group_col is None else frozenset({group_col})
+    kind, image_col, tag_col = _csv_kind(csv_path, rows, None if fmt == "auto" else fmt, exclude)
+    label_cols = [i for i in range(len(header)) if i != image_col and i not in exclude]
     dirs = [image_dir] if image_dir is not None else [csv_path.parent, csv_path.parent / "images"]
     finder = _ImageFinder(dirs)
 
@@ -146,6 +172,7 @@ def _load_csv(csv_path: Path, fmt: str, image_dir: Path | None, delimiter: str, 
     missing: list[tuple[int, str]] = []
     tag_sets: list[set[str]] = []  # csv-tags
     bits: list[list[int]] = []  # csv-onehot
+    groups: list[str] = []
     for line, row in rows[1:]:
         name = row[image_col].strip()
         if not name:
@@ -163,7 +190,13 @@ def _load_csv(csv_path: Path, fmt: str, image_dir: Path | None, delimiter: str, 
         if kind == "csv-tags":
             tag_sets.append(_tags(row[tag_col], delimiter))
         else:
-            bits.append(_onehot(csv_path, line, header, row, image_col))
+            bits.append(_onehot(csv_path, line, header, row, label_cols))
+        if group_col is not None:
+            key = row[group_col].strip()
+            if not key:
+                raise DataError(f"{csv_path}: line {line}: the group column {header[group_col]!r} is empty for "
+                                f"image {name!r}; give every row a group (an image of its own may use its name)")
+            groups.append(key)
     if missing:
         line, name = missing[0]
         where = " or ".join(str(d) for d in dirs)
@@ -183,9 +216,26 @@ def _load_csv(csv_path: Path, fmt: str, image_dir: Path | None, delimiter: str, 
         for r, tags in enumerate(tag_sets):
             targets[r, [col[t] for t in tags]] = 1
     else:
-        names = [h for i, h in enumerate(header) if i != image_col]
+        names = [header[i] for i in label_cols]
         targets = np.array(bits, dtype=np.uint8).reshape(len(paths), len(names))
-    return Samples(paths, targets, LabelSpace(tuple(names), "multilabel"), kind, origin.resolve())
+    return Samples(paths, targets, LabelSpace(tuple(names), "multilabel"), kind, origin.resolve(),
+                   groups=np.array(groups) if group_col is not None else None)
+
+
+def _detect_csv(csv_path: Path, group_by: str | None) -> str:
+    rows = _read_csv(csv_path)
+    col = _group_column(rows[0][1], group_by)
+    return _csv_kind(csv_path, rows, exclude=frozenset() if col is None else frozenset({col}))[0]
+
+
+def _group_column(header: list[str], group_by: str | None) -> int | None:
+    """The index of the column ``group_by`` names (exact, else the one case-insensitive match), or None."""
+    if group_by is None:
+        return None
+    if group_by in header:
+        return header.index(group_by)
+    folded = [i for i, h in enumerate(header) if h.casefold() == group_by.strip().casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def _read_csv(path: Path) -> list[tuple[int, list[str]]]:
@@ -214,21 +264,27 @@ def _read_csv(path: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
-def _csv_kind(path: Path, rows: list[tuple[int, list[str]]], want: str | None = None) -> tuple[str, int, int]:
-    """(format, image column, tags column or -1) for a parsed CSV; ``want`` forces the format."""
+def _csv_kind(path: Path, rows: list[tuple[int, list[str]]], want: str | None = None,
+              exclude: frozenset[int] = frozenset()) -> tuple[str, int, int]:
+    """(format, image column, tags column or -1) for a parsed CSV; ``want`` forces the format.
+
+    ``exclude``: columns that are neither the image nor a label (the group column)."""
     header = rows[0][1]
-    lower = [h.lower() for h in header]
+    lower = [h.lower() if i not in exclude else None for i, h in enumerate(header)]
     image_col = next((lower.index(c) for c in IMAGE_COLUMNS if c in lower), None)
     found = ", ".join(repr(h) for h in header)
+    if image_col is None and exclude and any(header[i].lower() in IMAGE_COLUMNS for i in exclude):
+        raise ConfigError(f"{path}: --group-by names the image column {header[min(exclude)]!r}; name the column "
+                          f"that holds the group (patient, scene, original image), or a regular expression")
     if image_col is None:
         raise DataError(f"{path}: line 1: no image column among the columns found ({found}); "
                         f"name it one of: {', '.join(IMAGE_COLUMNS)}")
-    others = [i for i in range(len(header)) if i != image_col]
+    others = [i for i in range(len(header)) if i != image_col and i not in exclude]
     if not others:
         raise DataError(f"{path}: line 1: only an image column ({found}); add a tags column "
                         f"or one 0/1 column per label")
     tag_col = next((lower.index(c) for c in TAG_COLUMNS if c in lower and lower.index(c) != image_col), None)
-    if tag_col is None and len(header) == 2:
+    if tag_col is None and len(others) == 1:
         tag_col = others[0]
     bad = _first_non_binary(rows, others)
     if want == "csv-onehot" or (want is None and bad is None):
@@ -261,11 +317,10 @@ def _tags(cell: str, delimiter: str) -> set[str]:
     return {p.strip() for p in parts if p.strip()}
 
 
-def _onehot(path: Path, line: int, header: list[str], row: list[str], image_col: int) -> list[int]:
+def _onehot(path: Path, line: int, header: list[str], row: list[str], label_cols: list[int]) -> list[int]:
     out = []
-    for i, cell in enumerate(row):
-        if i == image_col:
-            continue
+    for i in label_cols:
+        cell = row[i]
         value = cell.strip()
         if value not in ("0", "1"):
             raise DataError(f"{path}: line {line}: column {header[i]!r} has {cell!r}; "
@@ -403,6 +458,60 @@ def _label_lines(path: Path) -> list[tuple[int, str]]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
     return [(i, s.strip()) for i, s in enumerate(text.splitlines(), 1) if s.strip() and not s.strip().startswith("#")]
+
+
+# --------------------------------------------------------------------------- groups by regex
+
+
+def _regex_groups(samples: Samples, folders: list[Path], group_by: str) -> np.ndarray:
+    """Each image's group key: the first capture group (or the whole match) of ``group_by``
+    searched in its path relative to ``folders`` (the deepest folder holding it)."""
+    try:
+        pattern = re.compile(group_by)
+    except re.error as exc:
+        raise ConfigError(f"--group-by {group_by!r} is not {_not_column(samples)} and not a valid regular "
+                          f"expression ({exc}); name a column or fix the expression") from None
+    names = [_relative(p, folders) for p in samples.paths]
+    keys: list[str] = []
+    missed: list[str] = []
+    for name in names:
+        m = pattern.search(name)
+        if m is None:
+            missed.append(name)
+            continue
+        key = next((g for g in m.groups() if g), None) or m.group(0)
+        keys.append(key)
+    if len(missed) == len(names):
+        raise DataError(f"--group-by {group_by!r} is not {_not_column(samples)}, so it was used as a regular "
+                        f"expression, and it matches none of the {len(names)} image paths (e.g. {names[0]!r}); "
+                        f"name a column or write an expression that finds the group in the path")
+    if missed:
+        raise DataError(f"--group-by {group_by!r}: the regular expression does not match image {missed[0]!r} "
+                        f"({len(missed)} of {len(names)} images unmatched); every image needs a group: "
+                        f"make the expression match them too (e.g. with an optional part, '(_aug\\d+)?')")
+    if any(not k for k in keys):
+        empty = names[keys.index("")]
+        raise DataError(f"--group-by {group_by!r} matches an empty string in image {empty!r}; the group key "
+                        f"must not be empty: use a capture group that takes at least one character")
+    return np.array(keys)
+
+
+def _not_column(samples: Samples) -> str:
+    """What --group-by failed to be as a column, for error messages: 'a column of X (columns: ...)'."""
+    if not samples.source.startswith("csv") or samples.origin is None:
+        return f"a CSV column ({samples.source or 'this'} data has no CSV)"
+    origin = samples.origin
+    csv_path = origin if origin.is_file() else _pick_csv(origin, _csv_files(origin))
+    return f"a column of {csv_path} (columns: {', '.join(_read_csv(csv_path)[0][1])})"
+
+
+def _relative(path: Path, folders: list[Path]) -> str:
+    for d in folders:
+        try:
+            return path.relative_to(d).as_posix()
+        except ValueError:
+            continue
+    return path.name
 
 
 # --------------------------------------------------------------------------- helpers

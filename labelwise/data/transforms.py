@@ -1,10 +1,15 @@
 """Whole-batch augmentation as tensor ops (no per-image Python in the hot loop).
 
 Input and output: float batches (B, C, H, W) in [0, 1]. Randomness comes from an explicit
-``torch.Generator`` so the same seed gives the same augmentations.
+``torch.Generator`` so the same seed gives the same augmentations. Every image in a batch gets
+its own random parameters.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -12,7 +17,10 @@ from ..errors import ConfigError
 
 AUGMENT_PRESETS = {
     "none": "no augmentation",
-    "default": "random horizontal flip + random shift of up to 1/8 of the side (reflect padding)",
+    "light": "random horizontal flip",
+    "default": "horizontal flip + random shift of up to 1/8 of the side (reflect padding)",
+    "strong": "flip + random resized crop (scale 0.35-1) + rotation (±15°) + shift + brightness/contrast "
+              "jitter + random erasing",
 }
 
 
@@ -27,9 +35,21 @@ def check_preset(name: str) -> str:
     return name
 
 
-def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=gen, device="cpu").to(x.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+@dataclass(frozen=True)
+class AugmentConfig:
+    preset: str = "default"
+    vflip: bool = False  # vertical flips too (satellite, microscopy, plants seen from above)
+    mixup: float = 0.0  # Beta(a, a) concentration; 0 = off
+    cutmix: float = 0.0
+
+
+def _rand(n: int, gen: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=gen).to(device)
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator, dim: int = 3) -> torch.Tensor:
+    flip = _rand(x.shape[0], gen, x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(dim), x)
 
 
 def random_shift(x: torch.Tensor, max_frac: float, gen: torch.Generator) -> torch.Tensor:
@@ -46,8 +66,92 @@ def random_shift(x: torch.Tensor, max_frac: float, gen: torch.Generator) -> torc
     return xp.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
-def augment_batch(x: torch.Tensor, preset: str, gen: torch.Generator) -> torch.Tensor:
+def random_affine(x: torch.Tensor, gen: torch.Generator, scale=(0.35, 1.0), max_deg: float = 15.0,
+                  max_shift: float = 0.125) -> torch.Tensor:
+    """Random resized crop + rotation + shift in one resampling (affine_grid + grid_sample).
+
+    ``scale`` is the share of the image area kept, as in torchvision's RandomResizedCrop.
+    """
+    b = x.shape[0]
+    area = scale[0] + (scale[1] - scale[0]) * _rand(b, gen, x.device)
+    zoom = area.sqrt()  # side of the crop relative to the image
+    angle = (2 * _rand(b, gen, x.device) - 1) * math.radians(max_deg)
+    # the crop centre may move as far as the crop still fits, plus a small extra shift
+    room = (1 - zoom) + max_shift
+    tx = (2 * _rand(b, gen, x.device) - 1) * room
+    ty = (2 * _rand(b, gen, x.device) - 1) * room
+    cos, sin = angle.cos() * zoom, angle.sin() * zoom
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, gen: torch.Generator, strength: float = 0.3) -> torch.Tensor:
+    b = x.shape[0]
+    brightness = 1 + (2 * _rand(b, gen, x.device) - 1) * strength
+    contrast = 1 + (2 * _rand(b, gen, x.device) - 1) * strength
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast[:, None, None, None] + mean
+    return (x * brightness[:, None, None, None]).clamp_(0, 1)
+
+
+def random_erasing(x: torch.Tensor, gen: torch.Generator, p: float = 0.25, max_frac: float = 0.4) -> torch.Tensor:
+    """Blank a random rectangle (up to max_frac of each side) with the image mean, in a share p of images."""
+    b, _, h, w = x.shape
+    hit = _rand(b, gen, x.device) < p
+    eh = (_rand(b, gen, x.device) * max_frac * h).long() + 1
+    ew = (_rand(b, gen, x.device) * max_frac * w).long() + 1
+    y0 = (_rand(b, gen, x.device) * (h - eh + 1)).long()
+    x0 = (_rand(b, gen, x.device) * (w - ew + 1)).long()
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    mask = ((rows >= y0[:, None, None]) & (rows < (y0 + eh)[:, None, None])
+            & (cols >= x0[:, None, None]) & (cols < (x0 + ew)[:, None, None]) & hit[:, None, None])
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    return torch.where(mask[:, None], mean, x)
+
+
+def augment_batch(x: torch.Tensor, preset: str, gen: torch.Generator, vflip: bool = False) -> torch.Tensor:
     if preset == "none":
         return x
-    x = random_hflip(x, gen)
-    return random_shift(x, 0.125, gen)
+    x = random_flip(x, gen, dim=3)
+    if vflip:
+        x = random_flip(x, gen, dim=2)
+    if preset == "light":
+        return x
+    if preset == "default":
+        return random_shift(x, 0.125, gen)
+    x = random_affine(x, gen)
+    x = color_jitter(x, gen)
+    return random_erasing(x, gen)
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp or CutMix (one of them per batch when both are on), with targets mixed to match.
+
+    Targets are multi-hot / one-hot floats (B, C). The mixed target is lam * y + (1 - lam) * y[perm]
+    where lam is the MixUp weight or the share of the area kept by CutMix: for multi-class the row
+    still sums to 1; for multi-label each label's target is the share of the image it came from.
+    """
+    use = [name for name, a in (("mixup", cfg.mixup), ("cutmix", cfg.cutmix)) if a > 0]
+    if not use or x.shape[0] < 2:
+        return x, y
+    kind = use[int(torch.randint(len(use), (1,), generator=gen))]
+    alpha = cfg.mixup if kind == "mixup" else cfg.cutmix
+    # Beta via numpy, seeded from our generator (torch's Beta sampler ignores generators)
+    lam = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).beta(alpha, alpha))
+    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    if kind == "mixup":
+        x = lam * x + (1 - lam) * x[perm]
+    else:
+        h, w = x.shape[2:]
+        ch, cw = int(round(h * math.sqrt(1 - lam))), int(round(w * math.sqrt(1 - lam)))
+        cy = int(torch.randint(h, (1,), generator=gen))
+        cx = int(torch.randint(w, (1,), generator=gen))
+        y0, y1 = max(cy - ch // 2, 0), min(cy + (ch - ch // 2), h)
+        x0, x1 = max(cx - cw // 2, 0), min(cx + (cw - cw // 2), w)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the area actually kept
+    return x, lam * y + (1 - lam) * y[perm]

@@ -1,0 +1,183 @@
+"""The numbers behind the report: decisions, per-image loss, gallery picks, confusions, the verdict."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..baselines import BASELINE_DESCRIPTIONS, MARGIN_ABS, MARGIN_HEADROOM
+from ..labels import LabelSpace
+from ..metrics import HIGHER_IS_BETTER
+from ..thresholds import apply_thresholds
+
+_EPS = 1e-7  # clip probabilities before log so a confident mistake costs ~16 nats, not infinity
+
+READABLE = {
+    "map": "mAP", "auroc_macro": "macro AUROC", "f1_macro": "macro F1", "f1_micro": "micro F1",
+    "f1_samples": "per-image F1", "f1_weighted": "weighted F1", "precision_macro": "macro precision",
+    "recall_macro": "macro recall", "precision_micro": "micro precision", "recall_micro": "micro recall",
+    "exact_match": "exact match", "hamming_accuracy": "Hamming accuracy", "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy", "top5_accuracy": "top-5 accuracy",
+    "mean_pred_labels": "labels predicted per image", "mean_true_labels": "labels per image (truth)",
+    "empty_pred_share": "images predicted with no label", "empty_true_share": "images with no label (truth)",
+    "top_pred_share": "share of the most common prediction", "top_true_share": "share of the most common truth",
+}
+
+
+def readable(key: str) -> str:
+    if key in READABLE:
+        return READABLE[key]
+    if key.startswith("top") and key.endswith("_accuracy"):
+        return f"top-{key[3:-9]} accuracy"
+    return key.replace("_", " ")
+
+
+def decisions(probs: np.ndarray, labels: LabelSpace, thresholds: np.ndarray, at_least_one: bool = False
+              ) -> np.ndarray:
+    """(N, C) bool: what the model predicts, by the same rules as ``labelwise predict``."""
+    p = np.asarray(probs, dtype=np.float64)
+    if labels.multilabel:
+        return apply_thresholds(p, thresholds, at_least_one=at_least_one).astype(bool)
+    out = np.zeros(p.shape, dtype=bool)
+    if len(p):
+        out[np.arange(len(p)), np.argmax(p, axis=1)] = True
+    return out
+
+
+def image_losses(probs: np.ndarray, targets: np.ndarray, multilabel: bool) -> np.ndarray:
+    """(N,) loss per image in nats: summed binary cross-entropy (multi-label) or cross-entropy."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1 - _EPS)
+    t = np.asarray(targets, dtype=np.float64)
+    if multilabel:
+        return -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum(axis=1)
+    return -(t * np.log(p)).sum(axis=1)
+
+
+@dataclass
+class ClassPicks:
+    """Rows (into the predictions) chosen for one class's galleries, and how many there were."""
+
+    name: str
+    most_confident: list[int]
+    least_confident: list[int]
+    false_pos: list[int]
+    false_neg: list[int]
+    n_false_pos: int
+    n_false_neg: int
+
+
+def class_picks(probs: np.ndarray, targets: np.ndarray, pred: np.ndarray, labels: LabelSpace,
+                thresholds: np.ndarray, c: int, k: int) -> ClassPicks:
+    """Most confident (highest score), least confident (closest to the decision), FP and FN of class c."""
+    p = np.asarray(probs, dtype=np.float64)
+    t = np.asarray(targets).astype(bool)
+    score = p[:, c]
+    most = np.argsort(-score, kind="stable")[:k]
+    if labels.multilabel:
+        margin = np.abs(score - thresholds[c])
+        candidates = np.arange(len(p))
+    else:
+        # Borderline for class c: labelled or predicted c, smallest gap between the two top classes.
+        top2 = np.sort(p, axis=1)[:, -2:] if p.shape[1] > 1 else np.concatenate([p, np.zeros_like(p)], 1)
+        margin = top2[:, -1] - top2[:, -2]
+        candidates = np.flatnonzero(t[:, c] | pred[:, c])
+    least = candidates[np.argsort(margin[candidates], kind="stable")][:k]
+    fp = np.flatnonzero(pred[:, c] & ~t[:, c])
+    fn = np.flatnonzero(~pred[:, c] & t[:, c])
+    fp = fp[np.argsort(-score[fp], kind="stable")]
+    fn = fn[np.argsort(score[fn], kind="stable")]
+    return ClassPicks(labels.names[c], most.tolist(), least.tolist(), fp[:k].tolist(), fn[:k].tolist(),
+                      len(fp), len(fn))
+
+
+def confusion_counts(targets: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """Per label: tp, fp, fn, tn (C,) int counts."""
+    t = np.asarray(targets).astype(bool)
+    return {"tp": (t & pred).sum(0), "fp": (~t & pred).sum(0), "fn": (t & ~pred).sum(0),
+            "tn": (~t & ~pred).sum(0)}
+
+
+def mixups(targets: np.ndarray, pred: np.ndarray, labels: LabelSpace, top: int = 10) -> list[dict[str, Any]]:
+    """The most frequent (true label, predicted label) mistakes.
+
+    Multi-class: off-diagonal cells of the confusion matrix. Multi-label: on one image the label
+    ``true`` was missed while ``predicted`` was added (a swap); ``predicted`` may be "(nothing)"
+    when the model dropped a label without adding another, and ``true`` "(nothing)" likewise.
+    """
+    t = np.asarray(targets).astype(bool)
+    c = len(labels)
+    counts = np.zeros((c + 1, c + 1), dtype=np.int64)  # last index = "(nothing)"
+    missed, extra = t & ~pred, ~t & pred
+    for i in np.flatnonzero(missed.any(1) | extra.any(1)):
+        ms = np.flatnonzero(missed[i]).tolist() or [c]
+        es = np.flatnonzero(extra[i]).tolist() or [c]
+        for m in ms:
+            for e in es:
+                counts[m, e] += 1
+    names = [*labels.names, "(nothing)"]
+    order = np.argsort(-counts, axis=None, kind="stable")
+    out = []
+    for flat in order[:top]:
+        m, e = divmod(int(flat), c + 1)
+        if counts[m, e] == 0:
+            break
+        out.append({"true": names[m], "predicted": names[e], "count": int(counts[m, e])})
+    return out
+
+
+WARN_TITLE = "Better than guessing, but read the warnings"
+
+
+@dataclass
+class Verdict:
+    """The headline: is the model clearly better than predicting without looking at the image?"""
+
+    level: str  # "good" | "warn" | "bad" | "unknown"
+    title: str
+    detail: str
+    metric: str = ""
+    value: float | None = None
+    baseline: float | None = None
+    baseline_name: str = ""
+
+
+def verdict(metrics: dict[str, Any]) -> Verdict:
+    monitor = str(metrics.get("monitor") or "")
+    model = metrics.get("model") or {}
+    value = _finite(model.get(monitor))
+    what = readable(monitor)
+    warnings = metrics.get("warnings") or []
+    higher = HIGHER_IS_BETTER.get(monitor, True)
+    scored = {n: _finite(b.get(monitor)) for n, b in (metrics.get("baselines") or {}).items()}
+    scored = {n: v for n, v in scored.items() if v is not None}
+    if value is None:
+        return Verdict("unknown", "No score", f"metrics.json has no value for the monitored metric {monitor!r}.")
+    if not scored:
+        return Verdict("warn" if warnings else "unknown", f"{what} {value:.3f}",
+                       "No trivial baseline was scored, so there is nothing to compare with.", monitor, value)
+    best_name = max(scored, key=lambda n: scored[n] if higher else -scored[n])
+    best = scored[best_name]
+    headroom = (1.0 - best) if higher else best
+    margin = min(MARGIN_ABS, MARGIN_HEADROOM * max(headroom, 0.0))
+    gain = (value - best) if higher else (best - value)
+    how = BASELINE_DESCRIPTIONS.get(best_name, best_name.replace("_", " "))
+    base = dict(metric=monitor, value=value, baseline=best, baseline_name=how)
+    if gain >= margin and gain > 0:
+        closed = f"; it closes {gain / headroom:.0%} of the gap to a perfect score" if headroom > 0 else ""
+        detail = f"{what} {value:.3f} against {best:.3f} for the best trivial baseline ({how}){closed}."
+        if warnings:
+            return Verdict("warn", WARN_TITLE, detail, **base)
+        return Verdict("good", "The model is useful", detail, **base)
+    word = "worse than" if gain < 0 else "no better than"
+    return Verdict("bad", "The model is not useful yet",
+                   f"{what} {value:.3f} is {word} {how} ({best:.3f}).", **base)
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

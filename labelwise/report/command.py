@@ -1,0 +1,30 @@
+"""`labelwise report RUN [--data DATA] [--out FILE]`: the CLI face of build_report.
+
+Registered in labelwise/cli.py with ``app.command("report")(report_command)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def report_command(
+    run: Path = typer.Argument(..., help="Run directory written by `labelwise train`."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The training dataset, if it moved since training "
+                                        "(default: the path in RUN/config.yaml). Needed for the data summary "
+                                        "and the train/validation leakage check."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: RUN/report.html); "
+                                       "plots and thumbnails go to a folder beside it."),
+) -> None:
+    """Write the error-analysis report (HTML, opens from disk with no server) for a trained run."""
+    from rich.console import Console
+
+    from ..errors import DataError
+    from .build import build_report
+
+    if data is not None and not data.exists():
+        raise DataError(f"--data {data}: no such file or folder; pass the dataset the run was trained on")
+    path = build_report(run, data=data, out=out)
+    Console().print(f"report: [bold]{path}[/]")
