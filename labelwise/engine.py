@@ -42,6 +42,10 @@ class LitClassifier(L.LightningModule):
         self.loss_fn = loss_fn
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.monitor = monitor
+        self.plan: dict = {}  # the LR schedule reads its total length from here (see _plan_for_budget)
+        self.planned_epochs: int | None = None
+        self._planned = False
+        self._fit_started = time.monotonic()
         self.aug_gen = torch.Generator().manual_seed(cfg.seed)
         self.mixing = AugmentConfig(cfg.augment, cfg.vflip, cfg.mixup, cfg.cutmix)
         self._val_probs: list[torch.Tensor] = []
@@ -109,10 +113,36 @@ class LitClassifier(L.LightningModule):
         return self._train_loss_sum / max(1, self._train_count)
 
     def configure_optimizers(self):
-        return build_optimizer(self.model, self.cfg, self.steps_per_epoch, self.monitor)
+        return build_optimizer(self.model, self.cfg, self.steps_per_epoch, self.monitor, self.plan)
+
+    def on_train_start(self) -> None:
+        self._fit_started = time.monotonic()
+
+    def on_train_epoch_end(self) -> None:
+        if self.cfg.time_limit_s and not self._planned:
+            self._plan_for_budget()
+
+    def _plan_for_budget(self) -> None:
+        """After the first epoch, fit the whole schedule into --time-limit.
+
+        The measured epoch (validation included) tells how many epochs fit in the rest of the budget;
+        the run stops there and the LR schedule is compressed so that it still warms up and decays
+        completely, instead of being cut off at a high learning rate.
+        """
+        self._planned = True
+        elapsed = time.monotonic() - self._fit_started
+        done = self.current_epoch + 1
+        per_epoch = elapsed / done
+        budget = self.cfg.time_limit_s * 0.95 - elapsed  # keep 5% for scoring and writing the bundle
+        fits = done + max(0, int(budget // per_epoch))
+        if fits < self.trainer.max_epochs:
+            self.trainer.fit_loop.max_epochs = fits
+            self.plan["total"] = max(1, fits * self.steps_per_epoch)
+            self.planned_epochs = fits
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int, monitor: str) -> dict:
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int, monitor: str,
+                    plan: dict | None = None) -> dict:
     """Optimizer with param groups (head / backbone x decay / no decay) and its LR schedule.
 
     With --freeze-epochs the backbone gets --lr x backbone_lr_mult (discriminative LR, as fastai's
@@ -141,7 +171,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: i
     else:
         raise ConfigError(f"--optimizer {cfg.optimizer!r} is not known; choose one of {', '.join(OPTIMIZERS)}")
 
-    total = max(1, cfg.epochs * steps_per_epoch)
+    plan = plan if plan is not None else {}
+    plan.setdefault("total", max(1, cfg.epochs * steps_per_epoch))  # steps; --time-limit may shorten it
+    total = plan["total"]
     warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch)) if cfg.warmup_epochs > 0 else 0
     kind = cfg.scheduler.lower()
     if kind == "plateau":
@@ -163,7 +195,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: i
         if step < warmup:  # linear warm-up
             return (step + 1) / warmup
         if kind == "cosine":  # cosine decay to 1% of the peak
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            progress = min(1.0, (step - warmup) / max(1, plan["total"] - warmup))
             return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
         if kind == "step":
             return cfg.gamma ** (step // max(1, cfg.step_size * steps_per_epoch))
