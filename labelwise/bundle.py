@@ -88,6 +88,7 @@ class ModelMeta:
     seed: int = 0
     versions: dict | None = None
     members: tuple[str, ...] = ()  # backbone of each member when backbone == "ensemble"
+    fusion: str = "early"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +106,7 @@ class ModelMeta:
             "seed": self.seed,
             "versions": self.versions or {},
             "members": list(self.members),
+            "fusion": self.fusion,
         }
 
     @classmethod
@@ -125,7 +127,7 @@ class ModelMeta:
                        train_label_freq=tuple(d.get("train_label_freq", ())),
                        train_most_common_set=tuple(d.get("train_most_common_set", ())),
                        seed=int(d.get("seed", 0)), versions=d.get("versions"),
-                       members=tuple(str(m) for m in d.get("members", ())))
+                       members=tuple(str(m) for m in d.get("members", ())), fusion=str(d.get("fusion", "early")))
         except BundleError:
             raise
         except (KeyError, TypeError, ValueError) as e:
@@ -183,10 +185,11 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, ModelMeta]:
         if not meta.members:
             raise BundleError(f"{Path(run_dir) / META_FILE}: an ensemble bundle must list its members")
         model = Ensemble([Classifier(b, len(meta.labels), in_chans=meta.in_chans, pretrained=False,
-                                     drop_rate=meta.drop_rate) for b in meta.members], meta.labels.multilabel)
+                                     drop_rate=meta.drop_rate, fusion=meta.fusion) for b in meta.members],
+                         meta.labels.multilabel)
     else:
         model = Classifier(meta.backbone, len(meta.labels), in_chans=meta.in_chans, pretrained=False,
-                           drop_rate=meta.drop_rate)
+                           drop_rate=meta.drop_rate, fusion=meta.fusion)
     state = read_weights(run_dir)
     try:
         model.load_state_dict(state, strict=True)

@@ -30,6 +30,8 @@ def train(
     model: str = typer.Option("efficientnet_lite0", "--model", help="Backbone: see `labelwise models`, or a timm name."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Start from ImageNet weights."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local .safetensors weights for the backbone."),
+    fusion: str = typer.Option("early", "--fusion", help="N-band images: early (adapted first conv) or late "
+                               "(RGB backbone + small CNN on the extra bands, features joined)."),
     epochs: int = typer.Option(10, "--epochs"),
     batch_size: int = typer.Option(64, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
@@ -86,7 +88,7 @@ def train(
     cfg = make_config(
         data, out_dir, format=fmt, images=str(images) if images else None, delimiter=delimiter, val_split=val_split,
         image_size=image_size, strict=strict, backbone=model, pretrained=pretrained,
-        weights=str(weights) if weights else None, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+        weights=str(weights) if weights else None, fusion=fusion, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
         label_smoothing=label_smoothing, class_weights=class_weights, sampler=sampler,
         max_empty_fraction=max_empty_fraction, monitor=monitor, augment=augment,
         vflip=vflip, mixup=mixup, cutmix=cutmix, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,

@@ -36,6 +36,7 @@ class ModelConfig:
     pretrained: bool = True  # efficientnet_lite0 ships offline ImageNet weights
     weights: str | None = None  # local .safetensors file for the backbone
     drop_rate: float = 0.2  # dropout before the head
+    fusion: str = "early"  # N-band images: early = adapted first conv; late = RGB backbone + extra-band CNN
 
 
 @dataclass(frozen=True)

@@ -150,8 +150,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: i
     """
     backbone_lr = cfg.lr * (cfg.backbone_lr_mult if cfg.freeze_epochs > 0 else 1.0)
     groups = []
-    for part, lr in ((model.backbone, backbone_lr), (model.head, cfg.lr)):
-        params = [p for p in part.parameters()]
+    head_like = [model.head] + ([model.extra] if getattr(model, "extra", None) is not None else [])
+    for parts, lr in (([model.backbone], backbone_lr), (head_like, cfg.lr)):
+        params = [p for part in parts for p in part.parameters()]
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
         groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},

@@ -188,7 +188,7 @@ def fit(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Pat
     mcfg, tcfg = cfg.model, cfg.train
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     model = Classifier(mcfg.backbone, len(labels), in_chans=cfg.data.channels, pretrained=mcfg.pretrained,
-                       weights=mcfg.weights, drop_rate=mcfg.drop_rate)
+                       weights=mcfg.weights, drop_rate=mcfg.drop_rate, fusion=mcfg.fusion)
     init_head_bias(model, y[train_idx], labels)
     model = model.to(memory_format=torch.channels_last)
     weights = class_weights(y[train_idx], labels.task) if tcfg.class_weights == "auto" else None
@@ -265,7 +265,8 @@ def _meta(prep: Prepared, model: torch.nn.Module, thresholds: np.ndarray, stats,
                      image_size=cfg.data.image_size, thresholds=tuple(float(t) for t in thresholds),
                      at_least_one=cfg.train.at_least_one, drop_rate=cfg.model.drop_rate,
                      mean=tuple(model.mean.flatten().tolist()), std=tuple(model.std.flatten().tolist()),
-                     seed=cfg.train.seed, versions=library_versions(), members=members, **stats.as_meta())
+                     seed=cfg.train.seed, versions=library_versions(), members=members, fusion=cfg.model.fusion,
+                     **stats.as_meta())
 
 
 def _write_skipped(prep: Prepared, run_dir: Path) -> None:

@@ -16,9 +16,12 @@ from labelwise.errors import ModelError
 from labelwise.models.backbones import channel_stats, create_backbone, get_spec
 
 
+FUSIONS = ("early", "late")
+
+
 class Classifier(nn.Module):
     def __init__(self, backbone: str, num_classes: int, in_chans: int = 3, pretrained: bool = False,
-                 weights: str | Path | None = None, drop_rate: float = 0.0):
+                 weights: str | Path | None = None, drop_rate: float = 0.0, fusion: str = "early"):
         super().__init__()
         if num_classes < 1:
             raise ModelError(f"num_classes must be at least 1, got {num_classes}")
@@ -28,9 +31,21 @@ class Classifier(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.spec = get_spec(backbone)
-        self.backbone = create_backbone(backbone, in_chans=in_chans, pretrained=pretrained, weights=weights)
+        if fusion not in FUSIONS:
+            raise ModelError(f"--fusion {fusion!r} is not known; choose one of {', '.join(FUSIONS)}")
+        if fusion == "late" and in_chans <= 3:
+            raise ModelError(f"--fusion late needs images with more than 3 bands (these have {in_chans}); "
+                             "use the default --fusion early")
+        self.fusion = fusion
+        # early: one backbone whose first convolution takes every band (pretrained RGB filters kept).
+        # late: the backbone sees RGB only, a small from-scratch CNN sees the extra bands, and their
+        # pooled features are concatenated before the head (the rainforest report's "two networks").
+        rgb_chans = 3 if fusion == "late" else in_chans
+        self.backbone = create_backbone(backbone, in_chans=rgb_chans, pretrained=pretrained, weights=weights)
+        self.extra = create_backbone("cnn-small", in_chans=in_chans - 3) if fusion == "late" else None
+        features = self.backbone.num_features + (self.extra.num_features if self.extra is not None else 0)
         self.drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.backbone.num_features, num_classes)
+        self.head = nn.Linear(features, num_classes)
         # Zero init: every logit starts at 0 (p = 0.5 for sigmoid, uniform for softmax), so the first
         # steps do not push random, confident predictions back into a pretrained backbone. The
         # engine may set head.bias to the label priors (log-odds) before training.
@@ -42,7 +57,10 @@ class Classifier(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) floats in [0, 1] -> pooled backbone features (B, num_features)."""
-        return self.backbone((x - self.mean) / self.std)
+        x = (x - self.mean) / self.std
+        if self.extra is None:
+            return self.backbone(x)
+        return torch.cat([self.backbone(x[:, :3]), self.extra(x[:, 3:])], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) floats in [0, 1] -> logits (B, num_classes)."""
