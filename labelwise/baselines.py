@@ -8,13 +8,12 @@ constant output.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from .labels import LabelSpace
-from .metrics import HIGHER_IS_BETTER, compute_metrics, label_set_counts, summary_of
+from .metrics import HIGHER_IS_BETTER, compute_metrics, finite_or_none, label_set_counts, summary_of
 
 BASELINE_DESCRIPTIONS: dict[str, str] = {
     "predict_nothing": "predicting no label at all",
@@ -114,11 +113,11 @@ def sanity_warnings(model_metrics: dict[str, Any], baselines: dict[str, dict], m
 
 
 def _baseline_warning(model: dict[str, Any], baselines: dict[str, dict], key: str) -> str | None:
-    value = _finite(model.get(key))
+    value = finite_or_none(model.get(key))
     if value is None or key not in HIGHER_IS_BETTER:
         return None
     higher = HIGHER_IS_BETTER[key]
-    scored = {name: float(b[key]) for name, b in baselines.items() if _finite(b.get(key)) is not None}
+    scored = {name: float(b[key]) for name, b in baselines.items() if finite_or_none(b.get(key)) is not None}
     if not scored:
         return None
     best = max(scored.values()) if higher else min(scored.values())
@@ -144,8 +143,8 @@ def _baseline_warning(model: dict[str, Any], baselines: dict[str, dict], key: st
 
 
 def _constant_output_warning(model: dict[str, Any], labels: LabelSpace, probs: np.ndarray | None) -> str | None:
-    pred_share = _finite(model.get("top_pred_share"))
-    true_share = _finite(model.get("top_true_share"))
+    pred_share = finite_or_none(model.get("top_pred_share"))
+    true_share = finite_or_none(model.get("top_true_share"))
     if probs is not None:
         p = np.asarray(probs, dtype=np.float64)
         if p.ndim == 2 and p.shape[0] > 1:
@@ -160,7 +159,7 @@ def _constant_output_warning(model: dict[str, Any], labels: LabelSpace, probs: n
         return None  # the data itself is that skewed
     data = f", though only {true_share:.0%} of images share one" if true_share is not None else ""
     if labels.multilabel:
-        empty = _finite(model.get("empty_pred_share"))
+        empty = finite_or_none(model.get("empty_pred_share"))
         if empty is not None and empty >= CONSTANT_SHARE:
             return f"The model predicts no label at all for {empty:.0%} of images."
         return f"The model predicts the same label set for {pred_share:.0%} of images{data}."
@@ -184,11 +183,3 @@ def most_common_row(targets: np.ndarray, c: int) -> np.ndarray:
         return np.zeros(c)
     sets, counts = label_set_counts(targets > 0)
     return sets[int(np.argmax(counts))].astype(np.float64)
-
-
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None

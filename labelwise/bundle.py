@@ -150,13 +150,18 @@ def read_meta(run_dir: Path) -> ModelMeta:
         raise BundleError(f"{run_dir}: no such run directory; pass the --out folder of `labelwise train`")
     if not path.is_file():
         raise BundleError(f"{path}: missing; a run directory needs model.json and model.safetensors")
+    return ModelMeta.from_dict(read_json_object(path), str(path))
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; BundleError naming the file otherwise."""
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise BundleError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(d, dict):
         raise BundleError(f"{path}: expected a JSON object")
-    return ModelMeta.from_dict(d, str(path))
+    return d
 
 
 def read_weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -358,3 +358,12 @@ def _ap_auroc(p: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ap[npos == 0] = math.nan
     auroc[(npos == 0) | (nneg == 0)] = math.nan
     return ap, auroc
+
+
+def finite_or_none(v: Any) -> float | None:
+    """v as a float, or None when it is missing, not a number, NaN or infinite."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

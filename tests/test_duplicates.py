@@ -1,6 +1,5 @@
 """Near-duplicates across a split: planted copies are found with their indices, distinct real
 Fashion-MNIST items are not."""
-import io
 import shutil
 from pathlib import Path
 

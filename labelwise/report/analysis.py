@@ -1,7 +1,6 @@
 """The numbers behind the report: decisions, per-image loss, gallery picks, confusions, the verdict."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +8,7 @@ import numpy as np
 
 from ..baselines import BASELINE_DESCRIPTIONS, MARGIN_ABS, MARGIN_HEADROOM
 from ..labels import LabelSpace
-from ..metrics import HIGHER_IS_BETTER
+from ..metrics import HIGHER_IS_BETTER, finite_or_none
 from ..thresholds import apply_thresholds
 
 _EPS = 1e-7  # clip probabilities before log so a confident mistake costs ~16 nats, not infinity
@@ -146,11 +145,11 @@ class Verdict:
 def verdict(metrics: dict[str, Any]) -> Verdict:
     monitor = str(metrics.get("monitor") or "")
     model = metrics.get("model") or {}
-    value = _finite(model.get(monitor))
+    value = finite_or_none(model.get(monitor))
     what = readable(monitor)
     warnings = metrics.get("warnings") or []
     higher = HIGHER_IS_BETTER.get(monitor, True)
-    scored = {n: _finite(b.get(monitor)) for n, b in (metrics.get("baselines") or {}).items()}
+    scored = {n: finite_or_none(b.get(monitor)) for n, b in (metrics.get("baselines") or {}).items()}
     scored = {n: v for n, v in scored.items() if v is not None}
     if value is None:
         return Verdict("unknown", "No score", f"metrics.json has no value for the monitored metric {monitor!r}.")
@@ -173,11 +172,3 @@ def verdict(metrics: dict[str, Any]) -> Verdict:
     word = "worse than" if gain < 0 else "no better than"
     return Verdict("bad", "The model is not useful yet",
                    f"{what} {value:.3f} is {word} {how} ({best:.3f}).", **base)
-
-
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None

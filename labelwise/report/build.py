@@ -10,7 +10,6 @@ PosixPath('runs/demo/report.html')
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 from ..bundle import atomic_write_text
 from ..data.duplicates import DEFAULT_MIN_SIMILARITY, SIDE, cross_split_duplicates, fingerprint_paths
 from ..errors import LabelwiseError
-from ..metrics import HIGHER_IS_BETTER, MONITOR_DEFAULT, multilabel_metrics
+from ..metrics import HIGHER_IS_BETTER, MONITOR_DEFAULT, finite_or_none, multilabel_metrics
 from . import plots
 from .analysis import (WARN_TITLE, class_picks, confusion_counts, decisions, image_losses, mixups, readable, verdict)
 from .gallery import Thumbnails
@@ -297,12 +296,12 @@ class _Builder:
         for key in SCORE_KEYS[self.task]:
             if key not in model:
                 continue
-            values = [_float(c[2].get(key)) for c in cols]
+            values = [finite_or_none(c[2].get(key)) for c in cols]
             direction = HIGHER_IS_BETTER.get(key)
             finite = [v for v in values if v is not None]
             best = (max(finite) if direction else min(finite)) if finite and direction is not None else None
             help_ = METRIC_HELP.get(key, "")
-            if key in _TRUTH_KEYS and _float(model.get(_TRUTH_KEYS[key])) is not None:
+            if key in _TRUTH_KEYS and finite_or_none(model.get(_TRUTH_KEYS[key])) is not None:
                 help_ = help_.format(truth=_num(model.get(_TRUTH_KEYS[key])))
             rows.append({"key": key, "name": readable(key), "help": help_, "monitor": key == monitor,
                          "cells": [{"value": v, "best": best is not None and v is not None and abs(v - best) < 1e-9}
@@ -324,10 +323,10 @@ class _Builder:
             row = {"name": name,
                    "support": int(src.get("support", counts["tp"][j] + counts["fn"][j])),
                    "predicted": int(src.get("predicted", counts["tp"][j] + counts["fp"][j])),
-                   "precision": _float(src.get("precision")), "recall": _float(src.get("recall")),
-                   "f1": _float(src.get("f1")),
-                   "ap": _float(src.get("ap", ranked.get(name, {}).get("ap"))),
-                   "auroc": _float(src.get("auroc", ranked.get(name, {}).get("auroc"))),
+                   "precision": finite_or_none(src.get("precision")), "recall": finite_or_none(src.get("recall")),
+                   "f1": finite_or_none(src.get("f1")),
+                   "ap": finite_or_none(src.get("ap", ranked.get(name, {}).get("ap"))),
+                   "auroc": finite_or_none(src.get("auroc", ranked.get(name, {}).get("auroc"))),
                    "threshold": float(run.thresholds[j]) if self.labels.multilabel else None,
                    "train_freq": float(freq[j]) if j < len(freq) else None,
                    "tp": int(counts["tp"][j]), "fp": int(counts["fp"][j]), "fn": int(counts["fn"][j]),
@@ -575,23 +574,17 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def _float(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _bad(v: Any) -> bool:
-    return _float(v) is None
+    return finite_or_none(v) is None
 
 
 def _num(v: Any, digits: int = 3) -> str:
     """Counts with thousands separators; scores with ``digits`` decimals; tiny values in e-notation."""
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return f"{int(v):,}"
-    f = _float(v)
+    f = finite_or_none(v)
     if f is None:
         return "–"
     if abs(f) >= 10:
@@ -602,7 +595,7 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def _duration(s: Any) -> str:
-    f = _float(s)
+    f = finite_or_none(s)
     if f is None:
         return "?"
     if f < 120:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..bundle import ModelMeta, read_meta
+from ..bundle import ModelMeta, read_json_object, read_meta
 from ..errors import BundleError
 from ..labels import LabelSpace
 
@@ -163,13 +162,7 @@ def _read_json(path: Path, required: bool) -> dict[str, Any] | None:
         if required:
             raise BundleError(f"{path}: missing; the report needs the metrics `labelwise train` writes")
         return None
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise BundleError(f"{path}: expected a JSON object")
-    return d
+    return read_json_object(path)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
