@@ -9,7 +9,7 @@ DEBS := dataset-fashion-mnist chromium
 DEMO_DATA := demo_data
 DEMO_EPOCHS ?= 5
 
-.PHONY: install system-deps demo test report-screenshot clean
+.PHONY: install system-deps demo test bench report-screenshot clean
 
 install: $(STAMP)
 
@@ -54,6 +54,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest --durations=10
+
+# Benchmarks print figures and never fail on time.
+bench: install
+	$(PY) bench/inference.py
+	$(PY) bench/imbalance.py
 
 # Renders a small real run's report in headless Chromium and prints the screenshot's path.
 report-screenshot: install

@@ -34,11 +34,11 @@ def evaluate(run_dir: str | Path, data: str | Path, **options: Any) -> dict:
     return _evaluate(run_dir, data, **options)
 
 
-def load(run_dir: str | Path, threshold: float | None = None):
-    """Load a model bundle (model.safetensors + model.json) as a Predictor."""
+def load(run_dir: str | Path, threshold: float | None = None, engine: str = "torch", tta: bool = False):
+    """Load a model bundle (model.safetensors + model.json) as a Predictor (engine "torch" or "onnx")."""
     from .predict import Predictor
 
-    return Predictor.load(run_dir, threshold=threshold)
+    return Predictor.load(run_dir, threshold=threshold, engine=engine, tta=tta)
 
 
 def __getattr__(name: str):

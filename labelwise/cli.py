@@ -21,6 +21,7 @@ out = Console()
 
 DATA_HELP = "A folder (class subfolders; labels.csv + images/; annotations/ + images/) or a CSV file."
 FORMAT_HELP = "Data format: auto, folder, csv-tags, csv-onehot, annotations."
+ENGINE_HELP = "torch (PyTorch) or onnx (onnxruntime; exports RUN/model.onnx once, kept in step with the weights)."
 
 
 @app.command()
@@ -123,12 +124,14 @@ def evaluate(
     strict: bool = typer.Option(False, "--strict"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Metrics JSON to write (default RUN/evaluation.json)."),
+    engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
+    tta: bool = typer.Option(False, "--tta", help="Average predictions over flipped copies (test-time augmentation)."),
 ) -> None:
     """Score a trained model on a labelled dataset, next to trivial baselines."""
     from .evaluation import evaluate as run_evaluate
 
     result = run_evaluate(run, data, fmt=fmt, images=images, delimiter=delimiter, strict=strict,
-                          threshold=threshold, out=out_file)
+                          threshold=threshold, out=out_file, engine=engine, tta=tta)
     _print_skipped([(Path(s["path"]), s["reason"]) for s in result["skipped_images"]])
     print_scores(result)
     out.print(f"metrics written to [bold]{result['written_to']}[/]")
@@ -140,16 +143,19 @@ def predict(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     out_file: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV to write."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
+    engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
+    tta: bool = typer.Option(False, "--tta", help="Average predictions over flipped copies (test-time augmentation)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Predict labels for images; writes one CSV row per image (labels, one probability column per label)."""
     from .bundle import write_csv
     from .predict import Predictor, list_images
 
-    predictor = Predictor.load(run, threshold=threshold)
+    predictor = Predictor.load(run, threshold=threshold, engine=engine, tta=tta, notify=_note)
     paths = list_images(inputs)
     if not paths:
         raise LabelwiseError(f"no images found in {', '.join(map(str, inputs))}")
-    rows = predictor.predict(paths)
+    rows = predictor.predict(paths, progress=not quiet)
     names = list(predictor.labels.names)
     write_csv(out_file, ["image", "labels", *names, "error"],
               [[r.path, " ".join(r.labels), *(f"{r.probs[n]:.6f}" if r.probs else "" for n in names), r.error]
@@ -210,6 +216,7 @@ def models_cmd() -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports its heavy dependencies lazily)."""
+    from .export import export_command
     from .lr_find import lr_find_command
     from .report.command import report_command
     from .serve import serve_command
@@ -217,6 +224,7 @@ def _register_commands() -> None:
     app.command("report")(report_command)
     app.command("serve")(serve_command)
     app.command("lr-find")(lr_find_command)
+    app.command("export")(export_command)
 
 
 _register_commands()
@@ -262,6 +270,10 @@ def print_scores(m: dict) -> None:
 
 def _fmt(v) -> str:
     return "-" if v is None or v != v else f"{v:.3f}"
+
+
+def _note(message: str) -> None:
+    console.print(f"[dim]{message}[/]")
 
 
 def _print_warning(line: str) -> None:

@@ -70,7 +70,7 @@ def _with_decisions(model: dict, decisions: np.ndarray, probs, targets, labels) 
 
 def evaluate(run_dir: str | Path, data: str | Path, *, fmt: str = "auto", images: str | Path | None = None,
              delimiter: str = " ", strict: bool = False, threshold: float | None = None,
-             out: str | Path | None = None) -> dict[str, Any]:
+             out: str | Path | None = None, engine: str = "torch", tta: bool = False) -> dict[str, Any]:
     """Score a saved model on a labelled dataset; writes the metrics JSON (default RUN/evaluation.json)."""
     from .bundle import write_json
     from .data.sources import load_samples
@@ -78,7 +78,7 @@ def evaluate(run_dir: str | Path, data: str | Path, *, fmt: str = "auto", images
     from .metrics import MONITOR_DEFAULT, to_jsonable
     from .predict import Predictor
 
-    predictor = Predictor.load(run_dir, threshold=threshold)
+    predictor = Predictor.load(run_dir, threshold=threshold, engine=engine, tta=tta)
     meta = predictor.meta
     samples = load_samples(Path(data), fmt=fmt, images=Path(images) if images else None, delimiter=delimiter)
     targets = _align_labels(samples, meta.labels)
@@ -99,6 +99,8 @@ def evaluate(run_dir: str | Path, data: str | Path, *, fmt: str = "auto", images
     result = score(probs, targets[keep_rows], meta.labels, predictor.thresholds, stats, MONITOR_DEFAULT[meta.labels.task],
                    at_least_one=meta.at_least_one)
     result["data"] = str(data)
+    result["engine"] = engine
+    result["tta"] = tta
     result["skipped_images"] = [{"path": str(p), "reason": r} for p, r in skipped]
     out_path = Path(out) if out else Path(run_dir) / "evaluation.json"
     result = to_jsonable(result)

@@ -65,7 +65,7 @@ def test_multiclass_beats_chance_on_held_out_data(multiclass_run, tmp_path):
     result = _invoke(["evaluate", str(run), str(test), "--out", str(tmp_path / "eval.json")])
     m = json.loads((tmp_path / "eval.json").read_text())
     assert m["task"] == "multiclass" and m["n_images"] == 200
-    assert m["model"]["accuracy"] > 0.6  # chance is 0.1
+    assert m["model"]["accuracy"] > 0.5  # chance is 0.1
     assert m["model"]["accuracy"] > m["baselines"]["majority_class"]["accuracy"] + 0.3
     assert not m["warnings"]
     assert "majority_class" in result.output

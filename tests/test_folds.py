@@ -68,3 +68,15 @@ def test_same_seed_same_metrics_and_an_ensemble_of_two_runs(data):
     np.testing.assert_allclose(pe, (pa + pc) / 2, atol=1e-5)
     if a.metrics["run"]["val_images"]:  # same seed -> same split for a and c? c used seed 2: no shared images
         assert "shared_out_of_sample_images" in result
+
+
+def test_tta_averages_each_image_with_its_mirror(data):
+    root, train = data
+    res = labelwise.train(train, root / "tta", **FAST)
+    plain, tta = labelwise.load(res.run_dir), labelwise.load(res.run_dir, tta=True)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (6, 1, plain.meta.image_size, plain.meta.image_size), dtype=np.uint8)
+    expected = (plain.predict_pixels(pixels) + plain.predict_pixels(np.ascontiguousarray(pixels[..., ::-1]))) / 2
+    np.testing.assert_allclose(tta.predict_pixels(pixels), expected, atol=1e-6)
+    m = labelwise.evaluate(res.run_dir, train, tta=True, out=root / "tta.json")
+    assert m["tta"] is True and m["model"]["map"] > 0.5
