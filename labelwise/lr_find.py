@@ -63,7 +63,7 @@ def lr_find(cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 1.0, num_ste
     from .engine import build_optimizer
     from .losses import build_loss, class_weights
     from .models.classifier import Classifier
-    from .training import _init_head_bias, prepare
+    from .training import init_head_bias, prepare
 
     if not (0 < start_lr < end_lr and math.isfinite(end_lr)):
         raise ConfigError(f"--start-lr ({start_lr}) must be positive and below --end-lr ({end_lr})")
@@ -78,7 +78,7 @@ def lr_find(cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 1.0, num_ste
     device = _device(tcfg.accelerator)
     model = Classifier(mcfg.backbone, len(labels), in_chans=prep.cfg.data.channels, pretrained=mcfg.pretrained,
                        weights=mcfg.weights, drop_rate=mcfg.drop_rate)
-    _init_head_bias(model, y, labels)
+    init_head_bias(model, y, labels)
     model = model.to(device=device, memory_format=torch.channels_last).train()
     if tcfg.freeze_epochs > 0:  # as the first phase of training (and fastai's lr_find before fine_tune)
         model.backbone.requires_grad_(False)

@@ -245,7 +245,7 @@ def finalize(prep: Prepared, fitted: Fitted, train_idx: np.ndarray, val_idx: np.
     tuned = labels.multilabel and cfg.train.threshold is None
     metrics = score(fitted.val_probs, y[val_idx], labels, thresholds, stats, prep.monitor,
                     at_least_one=cfg.train.at_least_one, tuned_on_same_data=tuned)
-    metrics["warnings"] = prep.warnings + metrics["warnings"]
+    metrics["data_warnings"] = list(prep.warnings)
     metrics["run"] = {"train_images": int(len(train_idx)), "val_images": int(len(val_idx)),
                       "skipped_images": len(prep.samples.skipped), "epochs": fitted.epochs_total,
                       "best_checkpoint_epoch": fitted.best_epoch, "wall_time_s": round(fitted.wall_s, 1)}
@@ -325,7 +325,7 @@ def train_folds(prep: Prepared, *, resume: bool = False, progress: bool = True,
     stats = train_stats(y, labels)
     metrics = score(oof, y, labels, thresholds, stats, prep.monitor, at_least_one=cfg.train.at_least_one,
                     tuned_on_same_data=labels.multilabel and cfg.train.threshold is None)
-    metrics["warnings"] = prep.warnings + metrics["warnings"]
+    metrics["data_warnings"] = list(prep.warnings)
     per_fold = [summary_of(r.metrics["model"]) for r in fold_results]
     keys = [key for key, v in per_fold[0].items() if isinstance(v, (int, float))]
     metrics["folds"] = {

@@ -68,7 +68,7 @@ def test_multiclass_beats_chance_on_held_out_data(multiclass_run, tmp_path):
     assert m["model"]["accuracy"] > 0.5  # chance is 0.1
     assert m["model"]["accuracy"] > m["baselines"]["majority_class"]["accuracy"] + 0.3
     assert not m["warnings"]
-    assert "majority_class" in result.output
+    assert "majority class" in result.output
 
 
 def test_multilabel_beats_baselines_on_held_out_data(multilabel_run, tmp_path):
