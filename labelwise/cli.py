@@ -29,7 +29,8 @@ def train(
     data: Path = typer.Argument(..., help=DATA_HELP),
     out_dir: Path = typer.Option(Path("runs/run"), "--out", help="Run directory to write (the model bundle)."),
     model: str = typer.Option("efficientnet_lite0", "--model", help="Backbone: see `labelwise models`, or a timm name."),
-    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Start from ImageNet weights."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from ImageNet "
+                                              "weights (default: when they ship offline, as for efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local .safetensors weights for the backbone."),
     fusion: str = typer.Option("early", "--fusion", help="N-band images: early (adapted first conv) or late "
                                "(RGB backbone + small CNN on the extra bands, features joined)."),

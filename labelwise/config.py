@@ -33,7 +33,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "efficientnet_lite0"
-    pretrained: bool = True  # efficientnet_lite0 ships offline ImageNet weights
+    pretrained: bool | None = None  # None = where weights ship offline (efficientnet_lite0); timm names download
     weights: str | None = None  # local .safetensors file for the backbone
     drop_rate: float = 0.2  # dropout before the head
     fusion: str = "early"  # N-band images: early = adapted first conv; late = RGB backbone + extra-band CNN

@@ -63,7 +63,7 @@ def lr_find(cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 1.0, num_ste
     from .engine import build_optimizer
     from .losses import build_loss, class_weights
     from .models.classifier import Classifier
-    from .training import init_head_bias, prepare
+    from .training import init_head_bias, prepare, use_pretrained
 
     if not (0 < start_lr < end_lr and math.isfinite(end_lr)):
         raise ConfigError(f"--start-lr ({start_lr}) must be positive and below --end-lr ({end_lr})")
@@ -76,7 +76,7 @@ def lr_find(cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 1.0, num_ste
 
     torch.manual_seed(tcfg.seed)
     device = _device(tcfg.accelerator)
-    model = Classifier(mcfg.backbone, len(labels), in_chans=prep.cfg.data.channels, pretrained=mcfg.pretrained,
+    model = Classifier(mcfg.backbone, len(labels), in_chans=prep.cfg.data.channels, pretrained=use_pretrained(mcfg),
                        weights=mcfg.weights, drop_rate=mcfg.drop_rate)
     init_head_bias(model, y, labels)
     model = model.to(device=device, memory_format=torch.channels_last).train()
@@ -206,7 +206,8 @@ def lr_find_command(
                                           "images/) or a CSV file."),
     out_dir: Path = typer.Option(Path("runs/lr-find"), "--out", help="Folder for lr_find.png and lr_find.csv."),
     model: str = typer.Option("efficientnet_lite0", "--model", help="Backbone: see `labelwise models`, or a timm name."),
-    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Start from ImageNet weights."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
+                                              help="Start from ImageNet weights (default: when they ship offline)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local .safetensors weights for the backbone."),
     batch_size: int = typer.Option(64, "--batch-size"),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in px (default: from the images)."),

@@ -187,7 +187,7 @@ def fit(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Pat
     cfg, labels, y = prep.cfg, prep.labels, prep.samples.targets
     mcfg, tcfg = cfg.model, cfg.train
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    model = Classifier(mcfg.backbone, len(labels), in_chans=cfg.data.channels, pretrained=mcfg.pretrained,
+    model = Classifier(mcfg.backbone, len(labels), in_chans=cfg.data.channels, pretrained=use_pretrained(mcfg),
                        weights=mcfg.weights, drop_rate=mcfg.drop_rate, fusion=mcfg.fusion)
     init_head_bias(model, y[train_idx], labels)
     model = model.to(memory_format=torch.channels_last)
@@ -223,6 +223,15 @@ def fit(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Pat
     _load_best(model, ckpt.best_model_path)
     val_probs = model_probs(model, prep.pixels[val_idx], labels.multilabel)
     return Fitted(model, val_probs, wall, epochs_run, int(trainer.current_epoch), _epoch_of(ckpt.best_model_path))
+
+
+def use_pretrained(mcfg: ModelConfig) -> bool:
+    """--pretrained / --no-pretrained as given; unset = yes when the backbone ships weights offline."""
+    if mcfg.pretrained is not None:
+        return mcfg.pretrained
+    from .models.backbones import get_spec
+
+    return get_spec(mcfg.backbone).pretrained == "builtin-offline"
 
 
 def fit_thresholds_for(prep: Prepared, probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
