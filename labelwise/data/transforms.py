@@ -21,7 +21,10 @@ AUGMENT_PRESETS = {
     "default": "horizontal flip + random shift of up to 1/8 of the side (reflect padding)",
     "strong": "flip + random resized crop (scale 0.35-1) + rotation (±15°) + shift + brightness/contrast "
               "jitter + random erasing",
+    "trivial": "flip + TrivialAugmentWide (one random op of random strength per group of 8 images; "
+               "N-band images get 'strong' instead)",
 }
+TRIVIAL_GROUP = 8  # images sharing one TrivialAugment op: per-image ops would put Python back in the loop
 
 
 def check_preset(name: str) -> str:
@@ -121,9 +124,25 @@ def augment_batch(x: torch.Tensor, preset: str, gen: torch.Generator, vflip: boo
         return x
     if preset == "default":
         return random_shift(x, 0.125, gen)
+    if preset == "trivial" and x.shape[1] in (1, 3):
+        return trivial_augment(x, gen)
     x = random_affine(x, gen)
     x = color_jitter(x, gen)
     return random_erasing(x, gen)
+
+
+def trivial_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """TrivialAugmentWide (Müller & Hutter 2021) from torchvision, on uint8 groups of images."""
+    from torchvision.transforms import v2
+
+    op = v2.TrivialAugmentWide()
+    x8 = (x * 255).round_().to(torch.uint8)
+    seed = int(torch.randint(2**31, (1,), generator=gen))
+    # torchvision draws the op from torch's global RNG: fork it so our seed decides, and nothing leaks.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        parts = [op(chunk) for chunk in x8.split(TRIVIAL_GROUP)]
+    return torch.cat(parts).float().div_(255)
 
 
 def mix_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator
