@@ -15,7 +15,6 @@ probabilities agree within 1e-4 and their decisions are identical (``tests/test_
 """
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 
 ENGINES: tuple[str, ...] = ("torch", "onnx")
 ONNX_INPUT = "pixels"  # float32 (N, C, S, S) in [0, 1]
@@ -40,11 +39,7 @@ class Engine(Protocol):
 
 def check_engine(name: str) -> str:
     """Return ``name`` if it is a known engine, else a ConfigError with a did-you-mean."""
-    if name in ENGINES:
-        return name
-    hint = difflib.get_close_matches(str(name), ENGINES, n=1)
-    raise ConfigError(f"--engine {name!r} is not known; use one of {', '.join(ENGINES)}"
-                      + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return check_choice("--engine", name, ENGINES)
 
 
 def cpu_cores() -> int:

@@ -4,6 +4,9 @@ Every message names the file, the line or the option at fault and says what to d
 """
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class LabelwiseError(Exception):
     """Base class for every error caused by user input or user data."""
@@ -27,3 +30,13 @@ class ModelError(LabelwiseError):
 
 class BundleError(LabelwiseError):
     """A run directory / model bundle is missing files or is not trustworthy."""
+
+
+def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``; else a ConfigError naming the option, with a did-you-mean."""
+    choices = list(choices)
+    if value in choices:
+        return value
+    hint = difflib.get_close_matches(str(value), choices, n=1)
+    raise ConfigError(f"{option} {value!r} is not known; choose one of {', '.join(choices)}"
+                      + (f" (did you mean {hint[0]!r}?)" if hint else ""))

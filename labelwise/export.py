@@ -17,7 +17,6 @@ Every export is checked against PyTorch on a random batch before it is written.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import io
 import json
@@ -35,7 +34,7 @@ from torch import nn
 
 from .bundle import WEIGHTS_FILE, ModelMeta, atomic_write_bytes, load_model, read_meta
 from .engines import ONNX_INPUT, ONNX_OUTPUTS
-from .errors import BundleError, ConfigError, ModelError
+from .errors import BundleError, ModelError, check_choice
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 DEFAULT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -324,11 +323,7 @@ def current_onnx(run_dir: str | Path, meta: ModelMeta | None = None,
 
 
 def _check_format(fmt: str) -> str:
-    if fmt in FORMATS:
-        return fmt
-    hint = difflib.get_close_matches(str(fmt), FORMATS, n=1)
-    raise ConfigError(f"--format {fmt!r} is not an export format; use one of {', '.join(FORMATS)}"
-                      + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return check_choice("--format", fmt, FORMATS)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -18,7 +18,7 @@ from .data.samples import Samples
 from .data.splits import train_val_split
 from .data.transforms import check_preset
 from .engine import load_checkpoint
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, check_choice
 from .evaluation import score, train_stats
 from .labels import LabelSpace
 from .metrics import check_monitor
@@ -80,17 +80,15 @@ def _check(cfg: RunConfig) -> None:
     check_preset(t.augment)
     from .engine import OPTIMIZERS, SCHEDULERS
 
-    for option, value, known in (("--optimizer", t.optimizer, OPTIMIZERS), ("--scheduler", t.scheduler, SCHEDULERS)):
-        if value not in known:
-            raise ConfigError(f"{option} {value!r} is not known; choose one of {', '.join(known)}")
+    check_choice("--optimizer", t.optimizer, OPTIMIZERS)
+    check_choice("--scheduler", t.scheduler, SCHEDULERS)
     if t.freeze_epochs < 0 or t.freeze_epochs >= t.epochs and t.freeze_epochs > 0:
         raise ConfigError(f"--freeze-epochs {t.freeze_epochs} must be between 0 and --epochs - 1 ({t.epochs - 1})")
     if t.folds < 1:
         raise ConfigError(f"--folds must be 2 or more for cross-validation (1 = a single split), got {t.folds}")
     if t.mixup < 0 or t.cutmix < 0:
         raise ConfigError("--mixup and --cutmix take a Beta concentration >= 0 (0 = off), e.g. 0.2 or 1.0")
-    if t.sampler not in SAMPLERS:
-        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {t.sampler!r}")
+    check_choice("--sampler", t.sampler, SAMPLERS)
     if t.max_empty_fraction is not None and not 0.0 <= t.max_empty_fraction < 1.0:
         raise ConfigError(f"--max-empty-fraction must be in [0, 1), got {t.max_empty_fraction}")
 
