@@ -28,7 +28,11 @@ ENGINE_HELP = "torch (PyTorch) or onnx (onnxruntime; exports RUN/model.onnx once
 def train(
     data: Path = typer.Argument(..., help=DATA_HELP),
     out_dir: Path = typer.Option(Path("runs/run"), "--out", help="Run directory to write (the model bundle)."),
-    model: str = typer.Option("efficientnet_lite0", "--model", help="Backbone: see `labelwise models`, or a timm name."),
+    model: str = typer.Option("auto", "--model", help="Backbone: see `labelwise models`, or a timm name; auto = "
+                              "cnn-small for tiny images (<= 48 px), else efficientnet_lite0."),
+    strategy: str = typer.Option("finetune", "--strategy", help="finetune (train everything), linear-probe (embed "
+                                 "once with the frozen pretrained backbone, train the head: seconds), auto "
+                                 "(picks from the data size and --time-limit, and says why)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from ImageNet "
                                               "weights (default: when they ship offline, as for efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local .safetensors weights for the backbone."),
@@ -47,6 +51,8 @@ def train(
     images: Optional[Path] = typer.Option(None, "--images", help="Folder the CSV's image names are relative to."),
     delimiter: str = typer.Option(" ", "--delimiter", help="Separator between tags in a csv-tags cell."),
     strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error instead of skipped."),
+    cache: str = typer.Option("auto", "--cache", help="Decoded-image cache, reused across runs: auto "
+                              "($LABELWISE_CACHE_DIR or ~/.cache/labelwise), off, or a folder."),
     loss: str = typer.Option("auto", "--loss", help="bce, focal, asl, soft-f1 (multi-label); ce (multi-class)."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
     class_weights: str = typer.Option("none", "--class-weights", help="auto: weight rare labels up; none."),
@@ -76,8 +82,8 @@ def train(
     at_least_one: bool = typer.Option(False, "--at-least-one", help="Multi-label: always predict the top label."),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Stop after this long, e.g. 90s, 10m, 1h."),
     devices: str = typer.Option("auto", "--devices", help="Devices (processes) per node, e.g. 2."),
-    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy, e.g. ddp (several devices or nodes)."),
-    num_nodes: int = typer.Option(1, "--num-nodes", help="Machines taking part (with --strategy ddp)."),
+    distributed: str = typer.Option("auto", "--distributed", help="Lightning strategy, e.g. ddp (several devices or nodes)."),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Machines taking part (with --distributed ddp)."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu"),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="CSV column, or regex on image paths (first "
                                            "capture group = key): images of one group never cross a split."),
@@ -99,14 +105,21 @@ def train(
         early_stopping=early_stopping,
         threshold_objective=threshold_objective, threshold=threshold, at_least_one=at_least_one, seed=seed,
         devices=int(devices) if devices.isdigit() else devices, accelerator=accelerator,
-        strategy=strategy, num_nodes=num_nodes, folds=folds, group_by=group_by,
+        strategy=strategy, distributed=distributed, num_nodes=num_nodes, folds=folds, group_by=group_by, cache=cache,
         time_limit_s=parse_duration(time_limit) if time_limit else None)
-    result = run_train(cfg, resume=resume, progress=not quiet, on_skipped=_print_skipped, on_warning=_print_warning)
+    result = run_train(cfg, resume=resume, progress=not quiet, on_skipped=_print_skipped, on_warning=_print_warning,
+                       on_note=_print_note)
     if result is None:  # a non-zero rank of a distributed run: rank 0 reports
         return
     m = result.metrics
-    console.print(f"[bold]trained[/] {result.epochs_run} epochs, {result.epoch_time_s:.1f} s/epoch "
-                  f"(validation included) on {m['run']['train_images']} images; validated on {m['run']['val_images']}")
+    if m["run"].get("strategy") == "linear-probe":
+        console.print(f"[bold]trained[/] a linear probe on {m['run']['backbone']} features in "
+                      f"{m['run']['wall_time_s']:.1f} s (embedding included) on {m['run']['train_images']} images; "
+                      f"validated on {m['run']['val_images']}")
+    else:
+        console.print(f"[bold]trained[/] {result.epochs_run} epochs, {result.epoch_time_s:.1f} s/epoch "
+                      f"(validation included) on {m['run']['train_images']} images; validated on "
+                      f"{m['run']['val_images']}")
     print_scores(m)
     if report:
         from .report import build_report
@@ -215,6 +228,29 @@ def models_cmd() -> None:
         out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  {spec.description}")
 
 
+@app.command()
+def cache(
+    action: str = typer.Argument("info", help="info (where the decoded-image cache is, how big) or clear."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Cache folder (default: $LABELWISE_CACHE_DIR "
+                                             "or ~/.cache/labelwise, as train uses)."),
+) -> None:
+    """Show or clear the decoded-image cache that train, evaluate and predict reuse across runs."""
+    from .data.cache import cache_info, clear_cache, default_cache_dir
+    from .errors import check_choice
+
+    check_choice("cache action", action, ("info", "clear"))
+    root = directory or default_cache_dir()
+    if action == "clear":
+        freed = clear_cache(root)
+        out.print(f"cleared {root}: {freed / 2**20:.1f} MiB freed")
+        return
+    info = cache_info(root)
+    out.print(f"decoded-image cache at [bold]{root}[/]: {info['bytes'] / 2**20:.1f} MiB, {info['images']} images")
+    for name, size in info["sizes"].items():
+        count = "unreadable index" if size["images"] is None else f"{size['images']} images"
+        out.print(f"  {name}: {count}, {size['bytes'] / 2**20:.1f} MiB")
+
+
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports its heavy dependencies lazily)."""
     from .export import export_command
@@ -279,6 +315,10 @@ def _note(message: str) -> None:
 
 def _print_warning(line: str) -> None:
     console.print(f"[bold yellow]warning:[/] {line}")
+
+
+def _print_note(line: str) -> None:
+    console.print(f"[cyan]chose:[/] {line}")
 
 
 def _print_skipped(skipped) -> None:

@@ -28,11 +28,12 @@ class DataConfig:
     max_pixels: int = 100_000_000  # decompression-bomb cap per image
     workers: int | None = None  # decoding threads; None = all cores
     group_by: str | None = None  # CSV column, or regex on image paths: one group never crosses a split
+    cache: str = "auto"  # decoded-image cache: auto ($LABELWISE_CACHE_DIR or ~/.cache/labelwise) | off | a folder
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "efficientnet_lite0"
+    backbone: str = "auto"  # auto = cnn-small for tiny images (<= 48 px), else efficientnet_lite0; or any name
     pretrained: bool | None = None  # None = where weights ship offline (efficientnet_lite0); timm names download
     weights: str | None = None  # local .safetensors file for the backbone
     drop_rate: float = 0.2  # dropout before the head
@@ -72,7 +73,8 @@ class TrainConfig:
     seed: int = 0
     accelerator: str = "auto"
     devices: int | str = "auto"
-    strategy: str = "auto"  # auto | ddp | ddp_spawn ... (Lightning strategies)
+    strategy: str = "finetune"  # finetune | linear-probe | auto (picked from data size and time limit)
+    distributed: str = "auto"  # Lightning strategy for several processes: auto | ddp | ddp_spawn ...
     num_nodes: int = 1
     time_limit_s: float | None = None
     folds: int = 1  # > 1: k-fold cross-validation with out-of-fold predictions

@@ -280,7 +280,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
-        strategy=cfg.strategy, num_nodes=cfg.num_nodes, plugins=[AtomicCheckpointIO()],
+        strategy=cfg.distributed, num_nodes=cfg.num_nodes, plugins=[AtomicCheckpointIO()],
         callbacks=callbacks, enable_model_summary=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=str(run_dir),
         max_time=timedelta(seconds=cfg.time_limit_s) if cfg.time_limit_s else None,

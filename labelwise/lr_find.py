@@ -205,7 +205,7 @@ def lr_find_command(
     data: Path = typer.Argument(..., help="A folder (class subfolders; labels.csv + images/; annotations/ + "
                                           "images/) or a CSV file."),
     out_dir: Path = typer.Option(Path("runs/lr-find"), "--out", help="Folder for lr_find.png and lr_find.csv."),
-    model: str = typer.Option("efficientnet_lite0", "--model", help="Backbone: see `labelwise models`, or a timm name."),
+    model: str = typer.Option("auto", "--model", help="Backbone, as in train (auto: by image size)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="Start from ImageNet weights (default: when they ship offline)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local .safetensors weights for the backbone."),

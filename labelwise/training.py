@@ -89,6 +89,12 @@ def _check(cfg: RunConfig) -> None:
     if t.mixup < 0 or t.cutmix < 0:
         raise ConfigError("--mixup and --cutmix take a Beta concentration >= 0 (0 = off), e.g. 0.2 or 1.0")
     check_choice("--sampler", t.sampler, SAMPLERS)
+    from .auto import check_strategy
+
+    check_strategy(t.strategy)
+    if t.strategy == "linear-probe" and (t.distributed != "auto" or t.num_nodes > 1):
+        raise ConfigError("--strategy linear-probe runs in one process (it embeds once and trains a head in "
+                          "seconds); drop --distributed / --num-nodes, or use --strategy finetune")
     if t.max_empty_fraction is not None and not 0.0 <= t.max_empty_fraction < 1.0:
         raise ConfigError(f"--max-empty-fraction must be in [0, 1), got {t.max_empty_fraction}")
 
@@ -111,6 +117,8 @@ class Prepared:
     monitor: str
     loss_name: str
     warnings: list[str] = field(default_factory=list)  # e.g. near-duplicates across the split
+    notes: list[str] = field(default_factory=list)  # what --model auto / --strategy auto picked, and why
+    option_warnings: list[str] = field(default_factory=list)  # options that will not do what the user hopes
 
     @property
     def labels(self) -> LabelSpace:
@@ -127,31 +135,82 @@ class Fitted:
     best_epoch: int
 
 
-def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None) -> Prepared:
-    """Validate options, load the data source, choose the input spec and decode every image once."""
+def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None,
+            on_note: Callable[[str], None] | None = None) -> Prepared:
+    """Validate options, load the data source, choose the backbone, strategy and input spec (--model auto,
+    --strategy auto, sizes from the images), then decode every image once (through the decode cache)."""
+    from dataclasses import replace
+
+    from .auto import choose_backbone, min_input_side
+    from .data.cache import resolve_cache_dir
+    from .data.module import median_side
     from .engine import monitor_key
     from .models.backbones import get_spec
 
     _check(cfg)
     _quiet_lightning()
     dcfg, tcfg = cfg.data, cfg.train
-    spec = get_spec(cfg.model.backbone)
     samples = load_data(dcfg)
     labels = samples.labels
     monitor = check_monitor(monitor_key(labels, tcfg), labels.task)
     loss_name = tcfg.loss if tcfg.loss != "auto" else ("bce" if labels.multilabel else "ce")
-    inp = choose_input(samples, dcfg, min_size=spec.min_size)
+    notes: list[str] = []
+    side = median_side(samples, dcfg)
+    backbone = choose_backbone(cfg.model.backbone, side, len(samples), tcfg.strategy)
+    spec = get_spec(backbone.value)
+    mcfg = replace(cfg.model, backbone=backbone.value)
+    inp = choose_input(samples, dcfg, min_size=spec.min_size, multiple=spec.size_multiple)
+    if backbone.reason:
+        notes.append(f"{backbone.reason} ({inp.size} px, {inp.channels} channel{'s' if inp.channels > 1 else ''})")
+    strategy = _choose_strategy(cfg.with_(model=mcfg, data=_resolved(dcfg, inp)), len(samples), labels, notes)
+    min_side = min_input_side(spec.min_size, use_pretrained(mcfg), strategy, side)
+    if min_side > inp.size and dcfg.image_size is None:
+        inp = choose_input(samples, dcfg, min_size=min_side, multiple=spec.size_multiple)
+        notes.append(f"{inp.size} px input: a linear probe of ImageNet features needs at least {min_side} px")
     samples, pixels = decode_samples(samples, inp.size, inp.channels, strict=dcfg.strict,
-                                     max_pixels=dcfg.max_pixels, workers=dcfg.workers)
+                                     max_pixels=dcfg.max_pixels, workers=dcfg.workers,
+                                     cache_dir=resolve_cache_dir(dcfg.cache))
     if on_skipped and samples.skipped:
         on_skipped(samples.skipped)
     if len(samples) < 2:
         raise DataError(f"{dcfg.data}: fewer than 2 readable images; nothing to train on")
-    from dataclasses import replace
-
     # absolute data path in config.yaml: the report and `evaluate` find the data from anywhere
     resolved = replace(_resolved(dcfg, inp), data=str(Path(dcfg.data).resolve()))
-    return Prepared(cfg.with_(data=resolved), samples, pixels, monitor, loss_name)
+    prep = Prepared(cfg.with_(data=resolved, model=mcfg, train=replace(tcfg, strategy=strategy)), samples, pixels,
+                    monitor, loss_name, notes=notes)
+    if tcfg.freeze_epochs and not use_pretrained(mcfg):
+        prep.option_warnings.append(f"--freeze-epochs {tcfg.freeze_epochs} with a from-scratch backbone "
+                                    f"({backbone.value}) trains the head on random features at first; it only "
+                                    "helps with pretrained weights")
+    for note in prep.notes:
+        log.info(note)
+        if on_note and _is_rank_zero():
+            on_note(note)
+    return prep
+
+
+def _choose_strategy(cfg: RunConfig, n_images: int, labels: LabelSpace, notes: list[str]) -> str:
+    """Resolve --strategy auto before decoding (the probe may want larger inputs), from the split sizes
+    that training will use and, with --time-limit, a timed fine-tuning step at the chosen input size."""
+    from .auto import choose_strategy, estimate_epoch_s
+    from .models.classifier import Classifier
+
+    mcfg, tcfg, dcfg = cfg.model, cfg.train, cfg.data
+    k = tcfg.folds
+    n_val = n_images // k if k > 1 else int(round(n_images * dcfg.val_split))
+    n_train = n_images - n_val
+
+    def epoch_s() -> float:
+        model = Classifier(mcfg.backbone, len(labels), in_chans=dcfg.channels, pretrained=False,
+                           drop_rate=mcfg.drop_rate, fusion=mcfg.fusion)
+        shape = (dcfg.channels, dcfg.image_size, dcfg.image_size)
+        return estimate_epoch_s(model, shape, n_train, n_val, min(tcfg.batch_size, max(2, n_train)))
+
+    choice = choose_strategy(tcfg.strategy, pretrained=use_pretrained(mcfg), n_train=n_train,
+                             time_limit_s=tcfg.time_limit_s, epoch_estimate_s=epoch_s)
+    if choice.reason:
+        notes.append(choice.reason)
+    return choice.value
 
 
 def check_duplicates(prep: Prepared, splits: list[tuple[np.ndarray, np.ndarray]],
@@ -175,7 +234,20 @@ def _is_rank_zero() -> bool:
 
 def fit(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path, *, resume: bool = False,
         progress: bool = True) -> Fitted | None:
-    """Train one model on train_idx, validating on val_idx; best weights loaded. None on DDP ranks > 0."""
+    """Train one model on train_idx, validating on val_idx; best weights loaded. None on DDP ranks > 0.
+
+    --strategy linear-probe embeds the images once with the frozen pretrained backbone and trains the
+    head alone (labelwise.probe); finetune trains everything with Lightning (``fit_finetune``)."""
+    if prep.cfg.train.strategy == "linear-probe":
+        from .probe import fit_probe
+
+        return fit_probe(prep, train_idx, val_idx, run_dir, progress=progress)
+    return fit_finetune(prep, train_idx, val_idx, run_dir, resume=resume, progress=progress)
+
+
+def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path, *,
+                 resume: bool = False, progress: bool = True) -> Fitted | None:
+    """Train the whole network (optionally head-first with --freeze-epochs) with Lightning."""
     import lightning.pytorch as L
 
     from .engine import HistoryWriter, LitClassifier, build_trainer
@@ -254,6 +326,8 @@ def finalize(prep: Prepared, fitted: Fitted, train_idx: np.ndarray, val_idx: np.
                     at_least_one=cfg.train.at_least_one, tuned_on_same_data=tuned)
     metrics["data_warnings"] = list(prep.warnings)
     metrics["run"] = {"train_images": int(len(train_idx)), "val_images": int(len(val_idx)),
+                      "backbone": cfg.model.backbone, "pretrained": use_pretrained(cfg.model),
+                      "strategy": cfg.train.strategy, "choices": list(prep.notes),
                       "skipped_images": len(prep.samples.skipped), "epochs": fitted.epochs_total,
                       "best_checkpoint_epoch": fitted.best_epoch, "wall_time_s": round(fitted.wall_s, 1)}
     save_model(run_dir, fitted.model, _meta(prep, fitted.model, thresholds, stats))
@@ -284,13 +358,18 @@ def _write_skipped(prep: Prepared, run_dir: Path) -> None:
 
 def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
           on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None,
-          on_warning: Callable[[str], None] | None = None) -> TrainResult | None:
+          on_warning: Callable[[str], None] | None = None,
+          on_note: Callable[[str], None] | None = None) -> TrainResult | None:
     """Train a classifier as configured and write the run directory (the model bundle).
 
     With ``cfg.train.folds`` > 1 it runs k-fold cross-validation instead (see ``train_folds``).
     Returns None in the non-zero ranks of a distributed run.
     """
-    prep = prepare(cfg, on_skipped)
+    prep = prepare(cfg, on_skipped, on_note)
+    for line in prep.option_warnings:
+        log.warning(line)
+        if on_warning and _is_rank_zero():
+            on_warning(line)
     if cfg.train.folds > 1:
         return train_folds(prep, resume=resume, progress=progress, on_warning=on_warning)
     run_dir = Path(cfg.out)
@@ -344,6 +423,8 @@ def train_folds(prep: Prepared, *, resume: bool = False, progress: bool = True,
         f"Scores are out-of-fold: each image is scored by the fold model that did not train on it ({k} folds). "
         "The bundle in this folder is the ensemble of the fold models."]
     metrics["run"] = {"train_images": int(len(y)), "val_images": int(len(y)), "folds": k,
+                      "backbone": cfg.model.backbone, "pretrained": use_pretrained(cfg.model),
+                      "strategy": cfg.train.strategy, "choices": list(prep.notes),
                       "skipped_images": len(prep.samples.skipped), "wall_time_s": round(wall, 1)}
     ensemble = Ensemble(models, labels.multilabel)
     members = tuple(cfg.model.backbone for _ in models)

@@ -25,7 +25,7 @@ def test_two_process_ddp_metrics_match_a_single_process_evaluation(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     r = subprocess.run([sys.executable, "-m", "labelwise.cli", "train", str(data), "--out", str(run), "--epochs", "1",
                         "--model", "cnn-small", "--no-pretrained", "--quiet", "--accelerator", "cpu",
-                        "--devices", "2", "--strategy", "ddp", "--val-split", "0.25"],
+                        "--devices", "2", "--distributed", "ddp", "--val-split", "0.25"],
                        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     with (run / "history.csv").open() as f:

@@ -22,13 +22,8 @@ class InputSpec:
     channels: int
 
 
-def choose_input(samples: Samples, cfg: DataConfig, min_size: int = 32, max_size: int = 224) -> InputSpec:
-    """Pick image size and channel count from the data unless the user set them.
-
-    Size: the median shorter side, rounded up to a multiple of 32, within [min_size, max_size] — a
-    28 px Fashion-MNIST item trains at 32 px instead of being upsampled to 224 (50x less compute).
-    Channels: 1 when every probed image is gray, N for N-band images, else 3.
-    """
+def probe_images(samples: Samples, cfg: DataConfig) -> tuple[list[int], list[int]]:
+    """Shorter sides and channel counts of up to PROBE_LIMIT images (headers only; unreadable ones left out)."""
     rng = np.random.default_rng(0)
     idx = np.arange(len(samples))
     if len(idx) > PROBE_LIMIT:
@@ -41,10 +36,28 @@ def choose_input(samples: Samples, cfg: DataConfig, min_size: int = 32, max_size
             continue
         sides.append(min(info.width, info.height))
         chans.append(images.image_channels(info))
+    return sides, chans
+
+
+def median_side(samples: Samples, cfg: DataConfig) -> int | None:
+    sides, _ = probe_images(samples, cfg)
+    return int(np.median(sides)) if sides else None
+
+
+def choose_input(samples: Samples, cfg: DataConfig, min_size: int = 32, max_size: int = 224,
+                 multiple: int = 32) -> InputSpec:
+    """Pick image size and channel count from the data unless the user set them.
+
+    Size: the median shorter side, rounded up to ``multiple`` (the backbone's total stride: 32 for
+    EfficientNet, 4 for cnn-small), within [min_size, max_size] — a 28 px Fashion-MNIST item trains
+    at 28 px with cnn-small (32 px with EfficientNet) instead of being upsampled to 224.
+    Channels: 1 when every probed image is gray, N for N-band images, else 3.
+    """
+    sides, chans = probe_images(samples, cfg)
     size = cfg.image_size
     if size is None:
         median = int(np.median(sides)) if sides else max_size
-        size = int(min(max(-(-median // 32) * 32, min_size), max_size))
+        size = int(min(max(-(-median // multiple) * multiple, min_size), max_size))
     if size < 8:
         raise ConfigError(f"--image-size {size} is too small; use at least 8 px (32 or more is better)")
     channels = cfg.channels

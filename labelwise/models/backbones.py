@@ -49,6 +49,7 @@ class BackboneSpec:
     pretrained: str  # "builtin-offline" | "timm" | "none"
     min_size: int  # smallest sensible input side, px
     description: str
+    size_multiple: int = 32  # image sides are rounded up to this (the network's total stride)
 
     def __post_init__(self) -> None:
         if self.pretrained not in PRETRAINED_SOURCES:
@@ -333,5 +334,5 @@ register("efficientnet_lite0", _lite0, weights=effnet_lite.imagenet_state_dict,
          mean=effnet_lite.MEAN, std=effnet_lite.STD, pretrained="builtin-offline", min_size=32,
          description="EfficientNet-Lite0 (4.7M params, 1280 features); ImageNet weights ship offline")
 register("cnn-small", SmallCNN,
-         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained="none", min_size=16,
+         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained="none", min_size=16, size_multiple=4,
          description="small from-scratch CNN for tiny images such as 28x28 grayscale (1.2M params, 256 features)")

@@ -187,7 +187,7 @@ class _Builder:
         ctx["warnings"] = list(m.get("warnings") or []) + findings
         if findings and ctx["verdict"].level == "good":  # the report's own findings count as warnings too
             ctx["verdict"].level, ctx["verdict"].title = "warn", WARN_TITLE
-        ctx["notes"] = list(m.get("notes") or [])
+        ctx["notes"] = list(m.get("notes") or []) + list((m.get("run") or {}).get("choices") or [])
         ctx["glance"] = self.glance(ctx)
         return ctx
 
@@ -199,7 +199,10 @@ class _Builder:
         rows = [
             ("task", f"{self.task} · {len(self.names)} labels"),
             ("data", f"{d.get('data', '?')} (format {d.get('format', 'auto')})"),
-            ("backbone", f"{meta.backbone}" + (" · ImageNet-pretrained" if mo.get("pretrained") else " · from scratch")),
+            ("backbone", f"{meta.backbone}" + (" · ImageNet-pretrained" if r.get("pretrained", mo.get("pretrained"))
+                                               else " · from scratch")),
+            ("strategy", {"linear-probe": "linear probe (frozen backbone, head trained on its features)",
+                          "finetune": "fine-tuning"}.get(r.get("strategy") or t.get("strategy"), "fine-tuning")),
             ("input", f"{meta.image_size}×{meta.image_size} px, {meta.in_chans} channel{'s' if meta.in_chans != 1 else ''}"),
             ("images", _split_counts(r, len(run.val))),
             ("epochs", f"{r.get('epochs', '?')} run of {t.get('epochs', '?')} · best checkpoint: epoch "
