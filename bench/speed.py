@@ -351,6 +351,16 @@ def bench_photos(args, work: Path, rows: list, details: dict) -> None:
                                   backbone=backbone, pretrained=use_pretrained(ModelConfig(backbone=backbone)),
                                   epochs=2, size=size, batch_size=batch, workers=2, log=log)
 
+    log("photos: labelwise --strategy auto on the same folder (warm cache)")
+    import labelwise
+
+    t_auto = time.monotonic()
+    auto = labelwise.train(folder, work / "runs" / "photos-auto", progress=False, strategy="auto", **cache_opts)
+    auto_s = time.monotonic() - t_auto
+    auto_strategy = auto.metrics["run"].get("strategy", "?")
+    log(f"photos: --strategy auto picked {auto_strategy}; whole train() {auto_s:.1f} s, "
+        f"val accuracy {auto.metrics['model'].get('accuracy')}")
+
     log("photos: data paths alone (no model)")
     train_paths = [samples.paths[i] for i in train_idx]
     naive_dl = naive_reference.make_loaders(samples.paths, targets, train_idx, val_idx, size=size,
@@ -373,6 +383,8 @@ def bench_photos(args, work: Path, rows: list, details: dict) -> None:
         row("photos", "data path alone, 1st epoch (s) [lw: decode+batches]",
             lw_data["decode_s"] + lw_data["batches_epoch_s"][0], naive_data_s, "s"),
         row("photos", "data path alone, later epochs (s)", lw_data["batches_epoch_s"][-1], naive_data_s, "s"),
+        row("photos", f"--strategy auto ({auto_strategy}): whole train() vs naive 2 epochs (s)", auto_s,
+            naive["epoch_s"][0] + naive["epoch_s"][1], "s"),
     ]
     details["photos"] = {
         "folder": str(folder), "photos": args.photos, "size_px": PHOTO_SIZE, "jpeg_quality": PHOTO_QUALITY,
@@ -380,6 +392,9 @@ def bench_photos(args, work: Path, rows: list, details: dict) -> None:
         "labelwise_cold": public(lw1), "labelwise_warm": public(lw2), "naive": naive,
         "naive_data_path": {"epoch_s": naive_data_s, "images": n_seen, "workers": 2},
         "labelwise_data_path": lw_data,
+        "labelwise_auto": {"strategy": auto_strategy, "wall_s": auto_s,
+                           "val_accuracy": auto.metrics["model"].get("accuracy"),
+                           "choices": auto.metrics["run"].get("choices", [])},
     }
 
 

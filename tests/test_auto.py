@@ -49,3 +49,28 @@ def test_cli_strategy_ddp_is_one_clear_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "labelwise.cli", "train", str(tmp_path), "--strategy", "ddp"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--distributed ddp" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_strategy_auto_probes_a_small_set_and_says_so(tmp_path):
+    import json
+
+    import yaml
+
+    from labelwise.demo_data import build_multiclass
+
+    data = build_multiclass(tmp_path / "digits", 30, split="train", seed=0, source="digits")
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "labelwise.cli", "train", str(data), "--out", str(run),
+                        "--strategy", "auto", "--quiet", "--no-report", "--cache", str(tmp_path / "cache")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "chose: --strategy auto: 240 training images" in said and "linear probe" in said
+    assert "linear probe on efficientnet_lite0" in said
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["train"]["strategy"] == "linear-probe" and config["data"]["image_size"] == 64
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["run"]["strategy"] == "linear-probe" and metrics["run"]["pretrained"] is True
+    assert any("--strategy auto" in c for c in metrics["run"]["choices"])
+    assert metrics["model"]["accuracy"] > 0.5  # chance: 0.1
+    assert (tmp_path / "cache").is_dir()  # decoded through the cache folder given

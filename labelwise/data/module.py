@@ -103,9 +103,10 @@ def _keep_batch(batch):
 def make_loader(ds: ArrayDataset, batch_size: int, *, shuffle: bool, seed: int = 0, drop_last: bool = False
                 ) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
-    # Data are already decoded in memory: worker processes would only add copying overhead.
+    # Data are already decoded in memory: worker processes would only add copying overhead. Pinned
+    # memory only pays off when batches go to a GPU.
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=0,
-                      collate_fn=_keep_batch, generator=gen)
+                      collate_fn=_keep_batch, generator=gen, pin_memory=torch.cuda.is_available())
 
 
 SAMPLERS = ("none", "balanced")
@@ -150,4 +151,4 @@ def make_train_loader(ds: ArrayDataset, batch_size: int, *, seed: int, drop_last
     sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(ds),
                                     replacement=True, generator=gen)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=0,
-                      collate_fn=_keep_batch)
+                      collate_fn=_keep_batch, pin_memory=torch.cuda.is_available())
