@@ -65,8 +65,8 @@ def test_every_backbone_builds_and_trains(name, in_chans):
 
 def test_cnn_small_takes_tiny_inputs():
     model = create_backbone("cnn-small", in_chans=1).eval()
-    assert model(torch.rand(3, 1, 16, 16)).shape == (3, 256)
-    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 256)
+    assert model(torch.rand(3, 1, 16, 16)).shape == (3, 192)
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 192)
 
 
 def test_cnn_small_has_no_pretrained_weights():

@@ -45,7 +45,7 @@ def test_normalisation_lives_in_the_model():
 def test_shapes_and_zero_head():
     model = Classifier("cnn-small", num_classes=10, in_chans=1)
     x = torch.rand(2, 1, 28, 28)
-    assert model.features(x).shape == (2, 256)
+    assert model.features(x).shape == (2, 192)
     logits = model(x)
     assert logits.shape == (2, 10) and torch.equal(logits, torch.zeros(2, 10))  # zero-initialised head
     assert model.mean.shape == (1, 1, 1, 1)
