@@ -54,7 +54,8 @@ def train(
     cache: str = typer.Option("auto", "--cache", help="Decoded-image cache, reused across runs: auto "
                               "($LABELWISE_CACHE_DIR or ~/.cache/labelwise), off, or a folder."),
     loss: str = typer.Option("auto", "--loss", help="bce, focal, asl, soft-f1 (multi-label); ce (multi-class)."),
-    label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Default: 0.1 for "
+                                                     "multi-class cross-entropy, 0 for multi-label."),
     class_weights: str = typer.Option("none", "--class-weights", help="auto: weight rare labels up; none."),
     sampler: str = typer.Option("none", "--sampler", help="balanced: over-sample images carrying rare labels."),
     max_empty_fraction: Optional[float] = typer.Option(None, "--max-empty-fraction",

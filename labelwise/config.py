@@ -58,7 +58,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm
     early_stopping: int | None = None  # patience in epochs on the monitored metric
     loss: str = "auto"  # auto = bce (multi-label) / ce (multi-class)
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None  # None = 0.1 for multi-class cross-entropy, 0 for multi-label losses
     class_weights: str = "none"  # none | auto
     sampler: str = "none"  # none | balanced (over-sample images with rare labels)
     max_empty_fraction: float | None = None  # multi-label: cap on the share of no-label images drawn

@@ -218,7 +218,8 @@ def lr_find_command(
     delimiter: str = typer.Option(" ", "--delimiter", help="Separator between tags in a csv-tags cell."),
     strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error instead of skipped."),
     loss: str = typer.Option("auto", "--loss", help="bce, focal, asl, soft-f1 (multi-label); ce (multi-class)."),
-    label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Default: 0.1 for "
+                                                     "multi-class cross-entropy, 0 for multi-label."),
     class_weights: str = typer.Option("none", "--class-weights", help="auto: weight rare labels up; none."),
     sampler: str = typer.Option("none", "--sampler", help="balanced: over-sample images carrying rare labels."),
     augment: str = typer.Option("default", "--augment", help="Augmentation preset, as in train."),

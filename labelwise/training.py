@@ -25,6 +25,7 @@ from .metrics import check_monitor
 from .predict import model_probs
 
 log = logging.getLogger("labelwise")
+DEFAULT_LABEL_SMOOTHING = 0.1  # multi-class cross-entropy, when --label-smoothing is not given
 
 
 @dataclass
@@ -143,7 +144,7 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
 
     from .auto import choose_backbone, min_input_side
     from .data.cache import resolve_cache_dir
-    from .data.module import median_side
+    from .data.module import median_side, probe_images
     from .engine import monitor_key
     from .models.backbones import get_spec
 
@@ -155,17 +156,18 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     monitor = check_monitor(monitor_key(labels, tcfg), labels.task)
     loss_name = tcfg.loss if tcfg.loss != "auto" else ("bce" if labels.multilabel else "ce")
     notes: list[str] = []
-    side = median_side(samples, dcfg)
+    probed = probe_images(samples, dcfg)  # headers of up to 200 images: sizes and channel counts
+    side = median_side(probed)
     backbone = choose_backbone(cfg.model.backbone, side, len(samples), tcfg.strategy)
     spec = get_spec(backbone.value)
     mcfg = replace(cfg.model, backbone=backbone.value)
-    inp = choose_input(samples, dcfg, min_size=spec.min_size, multiple=spec.size_multiple)
+    inp = choose_input(samples, dcfg, min_size=spec.min_size, multiple=spec.size_multiple, probed=probed)
     if backbone.reason:
         notes.append(f"{backbone.reason} ({inp.size} px, {inp.channels} channel{'s' if inp.channels > 1 else ''})")
     strategy = _choose_strategy(cfg.with_(model=mcfg, data=_resolved(dcfg, inp)), len(samples), labels, notes)
     min_side = min_input_side(spec.min_size, use_pretrained(mcfg), strategy, side)
     if min_side > inp.size and dcfg.image_size is None:
-        inp = choose_input(samples, dcfg, min_size=min_side, multiple=spec.size_multiple)
+        inp = choose_input(samples, dcfg, min_size=min_side, multiple=spec.size_multiple, probed=probed)
         notes.append(f"{inp.size} px input: a linear probe of ImageNet features needs at least {min_side} px")
     samples, pixels = decode_samples(samples, inp.size, inp.channels, strict=dcfg.strict,
                                      max_pixels=dcfg.max_pixels, workers=dcfg.workers,
@@ -176,8 +178,12 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
         raise DataError(f"{dcfg.data}: fewer than 2 readable images; nothing to train on")
     # absolute data path in config.yaml: the report and `evaluate` find the data from anywhere
     resolved = replace(_resolved(dcfg, inp), data=str(Path(dcfg.data).resolve()))
-    prep = Prepared(cfg.with_(data=resolved, model=mcfg, train=replace(tcfg, strategy=strategy)), samples, pixels,
-                    monitor, loss_name, notes=notes)
+    smoothing = tcfg.label_smoothing
+    if smoothing is None:  # softened one-hot targets: ~+0.5 point on Fashion-MNIST in a 10-minute budget
+        smoothing = DEFAULT_LABEL_SMOOTHING if loss_name == "ce" else 0.0
+    prep = Prepared(cfg.with_(data=resolved, model=mcfg,
+                              train=replace(tcfg, strategy=strategy, label_smoothing=smoothing)),
+                    samples, pixels, monitor, loss_name, notes=notes)
     if tcfg.freeze_epochs and not use_pretrained(mcfg):
         prep.option_warnings.append(f"--freeze-epochs {tcfg.freeze_epochs} with a from-scratch backbone "
                                     f"({backbone.value}) trains the head on random features at first; it only "

@@ -39,13 +39,13 @@ def probe_images(samples: Samples, cfg: DataConfig) -> tuple[list[int], list[int
     return sides, chans
 
 
-def median_side(samples: Samples, cfg: DataConfig) -> int | None:
-    sides, _ = probe_images(samples, cfg)
+def median_side(probed: tuple[list[int], list[int]]) -> int | None:
+    sides, _ = probed
     return int(np.median(sides)) if sides else None
 
 
 def choose_input(samples: Samples, cfg: DataConfig, min_size: int = 32, max_size: int = 224,
-                 multiple: int = 32) -> InputSpec:
+                 multiple: int = 32, probed: tuple[list[int], list[int]] | None = None) -> InputSpec:
     """Pick image size and channel count from the data unless the user set them.
 
     Size: the median shorter side, rounded up to ``multiple`` (the backbone's total stride: 32 for
@@ -53,7 +53,7 @@ def choose_input(samples: Samples, cfg: DataConfig, min_size: int = 32, max_size
     at 28 px with cnn-small (32 px with EfficientNet) instead of being upsampled to 224.
     Channels: 1 when every probed image is gray, N for N-band images, else 3.
     """
-    sides, chans = probe_images(samples, cfg)
+    sides, chans = probed if probed is not None else probe_images(samples, cfg)
     size = cfg.image_size
     if size is None:
         median = int(np.median(sides)) if sides else max_size
