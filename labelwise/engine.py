@@ -270,9 +270,14 @@ def load_checkpoint(path: str | Path) -> dict:
 def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: HistoryWriter,
                   progress: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=f"val_{monitor}",
-                           mode="max" if _higher_is_better(monitor) else "min", save_last=True,
+                           mode="max" if _higher_is_better(monitor) else "min", save_last=False,
                            save_top_k=1, enable_version_counter=False)
-    callbacks: list[Callback] = [ckpt, history]
+    # last.ckpt every epoch, for --resume. Not ModelCheckpoint(save_last=True): Lightning 2.6 writes that one
+    # only in epochs where the monitored metric improved, so a crash after a flat epoch lost it. Listed after
+    # `ckpt`, so it runs after it and stores the best-so-far state of this epoch.
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
+    callbacks: list[Callback] = [ckpt, last, history]
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(monitor=f"val_{monitor}", patience=cfg.early_stopping,
                                        mode="max" if _higher_is_better(monitor) else "min"))

@@ -288,6 +288,7 @@ def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run
     history = HistoryWriter(run_dir / "history.csv")
     trainer, ckpt = build_trainer(tcfg, run_dir, prep.monitor, history, progress=progress)
     ckpt_path = _resume_path(run_dir) if resume else None
+    resumed_epochs = _epoch_of(ckpt_path)  # read now: training overwrites last.ckpt
     if ckpt_path:
         history.load_existing()
     started = time.monotonic()
@@ -295,7 +296,7 @@ def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run
     wall = time.monotonic() - started
     if not trainer.is_global_zero:
         return None  # DDP: rank 0 alone scores the model and writes the bundle
-    epochs_run = max(0, trainer.current_epoch - (_epoch_of(ckpt_path) if ckpt_path else 0))
+    epochs_run = max(0, trainer.current_epoch - resumed_epochs)
     _load_best(model, ckpt.best_model_path)
     val_probs = model_probs(model, prep.pixels[val_idx], labels.multilabel)
     return Fitted(model, val_probs, wall, epochs_run, int(trainer.current_epoch), _epoch_of(ckpt.best_model_path))

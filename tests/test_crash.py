@@ -57,8 +57,10 @@ def test_resume_after_sigkill_completes_all_epochs(killed_run):
     done_before = len(_history(run))
     assert 1 <= done_before < EPOCHS, "the kill should land mid-training"
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] + 1  # epochs the checkpoint holds
     r = subprocess.run(_train_cmd(data, run, "--resume"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert f"trained {EPOCHS - saved} epochs" in " ".join((r.stdout + r.stderr).split())  # only the epochs left
     epochs = [int(row["epoch"]) for row in _history(run)]
     assert epochs == list(range(1, EPOCHS + 1))
     # every file in the run directory loads
@@ -69,6 +71,19 @@ def test_resume_after_sigkill_completes_all_epochs(killed_run):
         assert "state_dict" in load_checkpoint(ckpt)
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == EPOCHS - 1
     Predictor.load(run)
+
+
+def test_last_checkpoint_is_written_every_epoch_even_when_the_metric_does_not_improve(killed_run, tmp_path):
+    # lr=0: the validation metric is the same every epoch, so only the first epoch is ever "best"; the
+    # resume checkpoint must still follow every epoch (Lightning's save_last alone did not).
+    _, data, _ = killed_run
+    run = tmp_path / "flat"
+    r = subprocess.run(_train_cmd(data, run, "--lr", "0", "--no-report"), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == EPOCHS - 1
+    assert load_checkpoint(run / "checkpoints" / "best.ckpt")["epoch"] == 0
+    assert f"trained {EPOCHS} epochs" in " ".join((r.stdout + r.stderr).split())
 
 
 class _Payload:
