@@ -76,6 +76,7 @@ class TrainConfig:
     strategy: str = "finetune"  # finetune | linear-probe | auto (picked from data size and time limit)
     distributed: str = "auto"  # Lightning strategy for several processes: auto | ddp | ddp_spawn ...
     num_nodes: int = 1
+    precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed (auto: see labelwise/precision.py)
     time_limit_s: float | None = None
     folds: int = 1  # > 1: k-fold cross-validation with out-of-fold predictions
 

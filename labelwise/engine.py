@@ -80,7 +80,10 @@ class LitClassifier(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y, idx = batch
-        logits = self(x)
+        # full precision even under mixed-precision training: the logged metrics (and the best epoch
+        # they pick) are those of the fp32 weights the bundle saves and every engine predicts with
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            logits = self(x)
         self.log("val_loss", self.loss_fn(logits, y), on_epoch=True, batch_size=len(x), sync_dist=True)
         self._val_probs.append(probabilities(logits, self.labels).detach().float())
         self._val_targets.append(y.detach())
@@ -289,9 +292,13 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
         callbacks=callbacks, enable_model_summary=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=str(run_dir),
         max_time=timedelta(seconds=cfg.time_limit_s) if cfg.time_limit_s else None,
-        log_every_n_steps=10, gradient_clip_val=cfg.grad_clip,
+        log_every_n_steps=10, gradient_clip_val=cfg.grad_clip, precision=_lightning_precision(cfg.precision),
     )
     return trainer, ckpt
+
+
+def _lightning_precision(precision: str) -> str:
+    return "32-true" if precision in ("32", "auto") else precision  # auto is resolved in training.prepare
 
 
 def _higher_is_better(metric: str) -> bool:

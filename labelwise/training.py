@@ -93,6 +93,9 @@ def _check(cfg: RunConfig) -> None:
     from .auto import check_strategy
 
     check_strategy(t.strategy)
+    from .precision import PRECISIONS
+
+    check_choice("--precision", t.precision, PRECISIONS)
     if t.strategy == "linear-probe" and (t.distributed != "auto" or t.num_nodes > 1):
         raise ConfigError("--strategy linear-probe runs in one process (it embeds once and trains a head in "
                           "seconds); drop --distributed / --num-nodes, or use --strategy finetune")
@@ -181,8 +184,10 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     smoothing = tcfg.label_smoothing
     if smoothing is None:  # softened one-hot targets: ~+0.5 point on Fashion-MNIST in a 10-minute budget
         smoothing = DEFAULT_LABEL_SMOOTHING if loss_name == "ce" else 0.0
+    precision = _choose_precision(tcfg, mcfg, strategy, notes)
     prep = Prepared(cfg.with_(data=resolved, model=mcfg,
-                              train=replace(tcfg, strategy=strategy, label_smoothing=smoothing)),
+                              train=replace(tcfg, strategy=strategy, label_smoothing=smoothing,
+                                            precision=precision)),
                     samples, pixels, monitor, loss_name, notes=notes)
     if tcfg.freeze_epochs and not use_pretrained(mcfg):
         prep.option_warnings.append(f"--freeze-epochs {tcfg.freeze_epochs} with a from-scratch backbone "
@@ -193,6 +198,19 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
         if on_note and _is_rank_zero():
             on_note(note)
     return prep
+
+
+def _choose_precision(tcfg: TrainConfig, mcfg: ModelConfig, strategy: str, notes: list[str]) -> str:
+    from .models.backbones import get_spec
+    from .precision import choose_precision
+
+    choice = choose_precision(tcfg.precision, accelerator=tcfg.accelerator, backbone=mcfg.backbone,
+                              cpu_bf16=get_spec(mcfg.backbone).cpu_bf16)
+    if strategy != "finetune" and tcfg.precision == "auto":
+        return "32"  # a linear probe embeds in inference mode and trains its head in seconds
+    if choice.reason:
+        notes.append(choice.reason)
+    return choice.value
 
 
 def _choose_strategy(cfg: RunConfig, n_images: int, labels: LabelSpace, notes: list[str]) -> str:
