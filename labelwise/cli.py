@@ -38,7 +38,8 @@ def train(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local .safetensors weights for the backbone."),
     fusion: str = typer.Option("early", "--fusion", help="N-band images: early (adapted first conv) or late "
                                "(RGB backbone + small CNN on the extra bands, features joined)."),
-    epochs: int = typer.Option(10, "--epochs"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default 10; with --time-limit, as many as fit "
+                                         "in it (at most 100)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in px (default: from the images)."),

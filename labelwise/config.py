@@ -40,9 +40,13 @@ class ModelConfig:
     fusion: str = "early"  # N-band images: early = adapted first conv; late = RGB backbone + extra-band CNN
 
 
+DEFAULT_EPOCHS = 10
+TIME_LIMITED_MAX_EPOCHS = 100  # --time-limit without --epochs: the budget decides, up to this many
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int | None = None  # None = 10; with time_limit_s, as many as fit (at most 100)
     batch_size: int = 64
     lr: float = 2e-3  # peak learning rate, reached after warm-up
     optimizer: str = "adamw"  # adamw | adam | sgd | rmsprop | adadelta
@@ -79,6 +83,14 @@ class TrainConfig:
     precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed (auto: see labelwise/precision.py)
     time_limit_s: float | None = None
     folds: int = 1  # > 1: k-fold cross-validation with out-of-fold predictions
+
+    @property
+    def max_epochs(self) -> int:
+        """--epochs as given; unset: DEFAULT_EPOCHS, or with --time-limit as many as fit (the first epoch's
+        time plans the rest, see LitClassifier._plan_for_budget), at most TIME_LIMITED_MAX_EPOCHS."""
+        if self.epochs is not None:
+            return self.epochs
+        return TIME_LIMITED_MAX_EPOCHS if self.time_limit_s else DEFAULT_EPOCHS
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: i
         raise ConfigError(f"--optimizer {cfg.optimizer!r} is not known; choose one of {', '.join(OPTIMIZERS)}")
 
     plan = plan if plan is not None else {}
-    plan.setdefault("total", max(1, cfg.epochs * steps_per_epoch))  # steps; --time-limit may shorten it
+    plan.setdefault("total", max(1, cfg.max_epochs * steps_per_epoch))  # steps; --time-limit may shorten it
     total = plan["total"]
     warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch)) if cfg.warmup_epochs > 0 else 0
     kind = cfg.scheduler.lower()
@@ -287,7 +287,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
         strategy=cfg.distributed, num_nodes=cfg.num_nodes, plugins=[AtomicCheckpointIO()],
         callbacks=callbacks, enable_model_summary=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=str(run_dir),

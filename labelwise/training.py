@@ -68,8 +68,10 @@ def _quiet_lightning() -> None:
 
 def _check(cfg: RunConfig) -> None:
     t = cfg.train
-    if t.epochs < 1:
+    if t.epochs is not None and t.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {t.epochs}")
+    if t.time_limit_s is not None and not t.time_limit_s > 0:
+        raise ConfigError(f"--time-limit must be positive, got {t.time_limit_s} s")
     if t.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {t.batch_size}")
     if not t.lr >= 0:
@@ -83,8 +85,9 @@ def _check(cfg: RunConfig) -> None:
 
     check_choice("--optimizer", t.optimizer, OPTIMIZERS)
     check_choice("--scheduler", t.scheduler, SCHEDULERS)
-    if t.freeze_epochs < 0 or t.freeze_epochs >= t.epochs and t.freeze_epochs > 0:
-        raise ConfigError(f"--freeze-epochs {t.freeze_epochs} must be between 0 and --epochs - 1 ({t.epochs - 1})")
+    epochs = t.max_epochs
+    if t.freeze_epochs < 0 or t.freeze_epochs >= epochs and t.freeze_epochs > 0:
+        raise ConfigError(f"--freeze-epochs {t.freeze_epochs} must be between 0 and --epochs - 1 ({epochs - 1})")
     if t.folds < 1:
         raise ConfigError(f"--folds must be 2 or more for cross-validation (1 = a single split), got {t.folds}")
     if t.mixup < 0 or t.cutmix < 0:
@@ -187,7 +190,7 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     precision = _choose_precision(tcfg, mcfg, strategy, notes)
     prep = Prepared(cfg.with_(data=resolved, model=mcfg,
                               train=replace(tcfg, strategy=strategy, label_smoothing=smoothing,
-                                            precision=precision)),
+                                            precision=precision, epochs=tcfg.max_epochs)),
                     samples, pixels, monitor, loss_name, notes=notes)
     if tcfg.freeze_epochs and not use_pretrained(mcfg):
         prep.option_warnings.append(f"--freeze-epochs {tcfg.freeze_epochs} with a from-scratch backbone "
