@@ -42,3 +42,26 @@ def test_without_epochs_the_time_limit_decides_how_many(tmp_path):
         lrs = [float(r["lr"]) for r in csv.DictReader(f)]
     assert lrs[-1] < 0.2 * max(lrs)  # the schedule was planned into the budget, not cut off at its peak
     assert labelwise.train(data, tmp_path / "plain", backbone="cnn-small", progress=False).epochs_run == 10
+
+
+def test_the_plan_follows_the_steady_epochs_not_the_slow_first_one():
+    from types import SimpleNamespace
+
+    from labelwise.config import TrainConfig
+    from labelwise.engine import LitClassifier
+
+    # 600 s budget (570 s usable); epoch 1 took 46 s with one-off costs, the next ones 37 s
+    fake = SimpleNamespace(cfg=TrainConfig(time_limit_s=600), plan={}, steps_per_epoch=10, planned_epochs=None,
+                           trainer=SimpleNamespace(fit_loop=SimpleNamespace(max_epochs=100)), _fit_started=0.0)
+    fake.current_epoch = 0
+    LitClassifier._plan_for_budget(fake, 46.0, 46.0)
+    first = fake.planned_epochs
+    assert first == 1 + int((570 - 46) // (46 * 1.03))  # what planning from epoch 1 alone gives
+    fake.current_epoch = 1
+    LitClassifier._plan_for_budget(fake, 83.0, 37.0)
+    assert fake.planned_epochs > first  # the steady epochs fit more
+    assert fake.trainer.fit_loop.max_epochs == fake.planned_epochs == 2 + int((570 - 83) // (37 * 1.03))
+    assert fake.plan["total"] == fake.planned_epochs * 10  # the LR schedule follows the plan
+    capped = SimpleNamespace(**{**vars(fake), "cfg": TrainConfig(time_limit_s=600, epochs=5)})
+    LitClassifier._plan_for_budget(capped, 83.0, 37.0)
+    assert capped.planned_epochs == 5  # --epochs stays the upper bound
