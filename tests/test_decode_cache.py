@@ -81,6 +81,16 @@ def _plain(paths, size=SIZE, channels=CHANNELS, **kw):
     return decode_all(paths, size, channels, **kw)
 
 
+def _assert_served_from_the_repaired_cache(paths, cdir, ref, count_decodes, caplog):
+    """The next run reads every image from the cache that the previous run repaired: no decode, no warning."""
+    caplog.clear()
+    count_decodes.clear()
+    with caplog.at_level(logging.WARNING, logger="labelwise"):
+        again, _ = _plain(paths, cache_dir=cdir)
+    assert count_decodes == [] and not caplog.records
+    np.testing.assert_array_equal(again, ref)
+
+
 def _samples(paths: list[Path]) -> Samples:
     targets = np.eye(2, dtype=np.uint8)[np.arange(len(paths)) % 2]
     return Samples(list(paths), targets, LabelSpace(("a", "b"), "multiclass"))
@@ -251,12 +261,7 @@ def test_garbage_index_warns_and_is_rebuilt(tmp_path, count_decodes, caplog):
     assert not bad
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert str(_size_dir(cdir) / "index.sqlite") in warning and "labelwise cache clear" in warning
-    caplog.clear()
-    count_decodes.clear()
-    with caplog.at_level(logging.WARNING, logger="labelwise"):
-        again, _ = _plain(paths, cache_dir=cdir)
-    assert count_decodes == [] and not caplog.records
-    np.testing.assert_array_equal(again, ref)
+    _assert_served_from_the_repaired_cache(paths, cdir, ref, count_decodes, caplog)
 
 
 def test_damaged_pages_in_index_warn_and_are_rebuilt(tmp_path, count_decodes, caplog):
@@ -273,12 +278,7 @@ def test_damaged_pages_in_index_warn_and_are_rebuilt(tmp_path, count_decodes, ca
         got, bad = _plain(paths, cache_dir=cdir)
     np.testing.assert_array_equal(got, ref)
     assert not bad and str(index) in caplog.text
-    caplog.clear()
-    count_decodes.clear()
-    with caplog.at_level(logging.WARNING, logger="labelwise"):
-        again, _ = _plain(paths, cache_dir=cdir)
-    assert count_decodes == [] and not caplog.records
-    np.testing.assert_array_equal(again, ref)
+    _assert_served_from_the_repaired_cache(paths, cdir, ref, count_decodes, caplog)
 
 
 def test_foreign_sqlite_file_is_not_trusted(tmp_path, caplog):
@@ -308,12 +308,7 @@ def test_truncated_pixels_warns_and_repairs(tmp_path, count_decodes, caplog):
     np.testing.assert_array_equal(got, ref)
     assert not bad and len(count_decodes) == 4
     assert "truncated" in caplog.text and str(data) in caplog.text
-    caplog.clear()
-    count_decodes.clear()
-    with caplog.at_level(logging.WARNING, logger="labelwise"):
-        again, _ = _plain(paths, cache_dir=cdir)
-    assert count_decodes == [] and not caplog.records
-    np.testing.assert_array_equal(again, ref)
+    _assert_served_from_the_repaired_cache(paths, cdir, ref, count_decodes, caplog)
 
 
 def test_bytes_of_a_crashed_writer_are_ignored(tmp_path, count_decodes, caplog):
