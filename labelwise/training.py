@@ -207,10 +207,10 @@ def _choose_precision(tcfg: TrainConfig, mcfg: ModelConfig, strategy: str, notes
     from .models.backbones import get_spec
     from .precision import choose_precision
 
-    choice = choose_precision(tcfg.precision, accelerator=tcfg.accelerator, backbone=mcfg.backbone,
-                              cpu_bf16=get_spec(mcfg.backbone).cpu_bf16)
     if strategy != "finetune" and tcfg.precision == "auto":
         return "32"  # a linear probe embeds in inference mode and trains its head in seconds
+    choice = choose_precision(tcfg.precision, accelerator=tcfg.accelerator, backbone=mcfg.backbone,
+                              cpu_bf16=get_spec(mcfg.backbone).cpu_bf16)
     if choice.reason:
         notes.append(choice.reason)
     return choice.value
