@@ -50,7 +50,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoints/last.ckpt."),
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder the CSV's image names are relative to."),
-    delimiter: str = typer.Option(" ", "--delimiter", help="Separator between tags in a csv-tags cell."),
+    delimiter: str = typer.Option("auto", "--delimiter", help="Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |."),
     strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error instead of skipped."),
     cache: str = typer.Option("auto", "--cache", help="Decoded-image cache, reused across runs: auto "
                               "($LABELWISE_CACHE_DIR or ~/.cache/labelwise), off, or a folder."),
@@ -138,7 +138,7 @@ def evaluate(
     data: Path = typer.Argument(..., help=DATA_HELP),
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     images: Optional[Path] = typer.Option(None, "--images"),
-    delimiter: str = typer.Option(" ", "--delimiter"),
+    delimiter: str = typer.Option("auto", "--delimiter", help="Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |."),
     strict: bool = typer.Option(False, "--strict"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Metrics JSON to write (default RUN/evaluation.json)."),
@@ -205,7 +205,7 @@ def inspect(
     data: Path = typer.Argument(..., help=DATA_HELP),
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     images: Optional[Path] = typer.Option(None, "--images"),
-    delimiter: str = typer.Option(" ", "--delimiter"),
+    delimiter: str = typer.Option("auto", "--delimiter", help="Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Summarise a dataset: size, task, label counts, label pairs, image sizes and modes, unreadable files."""

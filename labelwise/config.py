@@ -20,7 +20,7 @@ class DataConfig:
     data: str = ""
     format: str = "auto"  # auto | folder | csv-tags | csv-onehot | annotations
     images: str | None = None  # folder that CSV image names are relative to
-    delimiter: str = " "  # separates tags in a csv-tags cell
+    delimiter: str = "auto"  # separates tags in a csv-tags cell; auto = whitespace , ; |
     val_split: float = 0.2  # fraction of images held out for validation
     image_size: int | None = None  # px, square; None = chosen from the images (see data.module)
     channels: int | None = None  # None = from the images: 1 for all-gray sets, 3 for colour, N for N-band

@@ -69,7 +69,7 @@ def _with_decisions(model: dict, decisions: np.ndarray, probs, targets, labels) 
 
 
 def evaluate(run_dir: str | Path, data: str | Path, *, fmt: str = "auto", images: str | Path | None = None,
-             delimiter: str = " ", strict: bool = False, threshold: float | None = None,
+             delimiter: str = "auto", strict: bool = False, threshold: float | None = None,
              out: str | Path | None = None, engine: str = "torch", tta: bool = False) -> dict[str, Any]:
     """Score a saved model on a labelled dataset; writes the metrics JSON (default RUN/evaluation.json)."""
     from .bundle import write_json

@@ -215,7 +215,7 @@ def lr_find_command(
     seed: int = typer.Option(0, "--seed"),
     fmt: str = typer.Option("auto", "--format", help="Data format: auto, folder, csv-tags, csv-onehot, annotations."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder the CSV's image names are relative to."),
-    delimiter: str = typer.Option(" ", "--delimiter", help="Separator between tags in a csv-tags cell."),
+    delimiter: str = typer.Option("auto", "--delimiter", help="Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |."),
     strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error instead of skipped."),
     loss: str = typer.Option("auto", "--loss", help="bce, focal, asl, soft-f1 (multi-label); ce (multi-class)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Default: 0.1 for "

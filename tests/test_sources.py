@@ -313,3 +313,22 @@ def test_images_option_rejected_for_folders(tmp_path):
     _touch(tmp_path / "cat" / "a.jpg")
     with pytest.raises(ConfigError):
         load_samples(tmp_path, fmt="folder", images=tmp_path)
+
+
+def test_semicolon_csv_with_comma_separated_tags_is_read_without_options(tmp_path):
+    # what a spreadsheet in many locales exports: ';' between fields, ',' between tags
+    for n in ("a", "b", "c"):
+        _touch(tmp_path / "images" / f"{n}.png")
+    path = _write(tmp_path / "labels.csv", "file;tags\na;even,zero\nb;\nc;big|even\n")
+    s = load_samples(path)
+    assert s.labels.names == ("big", "even", "zero")
+    assert _rows(s) == {"a.png": {"even", "zero"}, "b.png": set(), "c.png": {"big", "even"}}
+    tsv = _write(tmp_path / "labels.tsv.csv", "file\ttags\na\teven zero\n")
+    assert _rows(load_samples(tsv, images=tmp_path / "images")) == {"a.png": {"even", "zero"}}
+
+
+def test_a_ragged_semicolon_csv_names_the_semicolons(tmp_path):
+    _touch(tmp_path / "images" / "a.png")
+    path = _write(tmp_path / "labels.csv", "file;tags\na;x;y\n")
+    with pytest.raises(DataError, match="line 2: 3 cells .* check the semicolons"):
+        load_samples(path)

@@ -63,11 +63,12 @@ def detect_format(data: Path, group_by: str | None = None) -> str:
 
 
 def load_samples(data: Path | str, fmt: str = "auto", images: Path | str | None = None,
-                 delimiter: str = " ", group_by: str | None = None) -> Samples:
+                 delimiter: str = "auto", group_by: str | None = None) -> Samples:
     """Read a dataset's image paths and labels (see the module docstring for the layouts).
 
     fmt: one of FORMATS; images: the image folder for CSV/annotations data (overrides the
-    default lookup); delimiter: what separates tags in a csv-tags cell (any whitespace for " ");
+    default lookup); delimiter: what separates tags in a csv-tags cell ("auto": runs of whitespace,
+    commas, semicolons or |; " ": any whitespace; else that exact string);
     group_by: a CSV column or a regular expression giving each image's group (``Samples.groups``).
     """
     if group_by is not None and not group_by.strip():
@@ -238,11 +239,27 @@ def _group_column(header: list[str], group_by: str | None) -> int | None:
     return folded[0] if len(folded) == 1 else None
 
 
+SEPARATOR_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs"}
+
+
+def _field_separator(f) -> str:
+    """The CSV's field separator, from its first non-blank line (the header): the most frequent of comma,
+    semicolon and tab; comma when it has none (a one-column CSV). Spreadsheets in many locales save
+    CSVs with semicolons, and TSV exports use tabs. Rewinds ``f``."""
+    start = f.tell()
+    header = next((line for line in f if line.strip()), "")
+    f.seek(start)
+    counts = {sep: header.count(sep) for sep in SEPARATOR_NAMES}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 0 else ","
+
+
 def _read_csv(path: Path) -> list[tuple[int, list[str]]]:
     """Non-blank rows with their 1-based line numbers (header = line 1); the header is stripped."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            separator = _field_separator(f)
+            reader = csv.reader(f, delimiter=separator)
             rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the CSV as UTF-8") from None
@@ -259,7 +276,7 @@ def _read_csv(path: Path) -> list[tuple[int, list[str]]]:
     for line, row in rows[1:]:
         if len(row) != len(header):
             raise DataError(f"{path}: line {line}: {len(row)} cells but the header has {len(header)} "
-                            f"columns ({', '.join(header)}); check the commas and quoting")
+                            f"columns ({', '.join(header)}); check the {SEPARATOR_NAMES[separator]} and quoting")
     rows[0] = (rows[0][0], header)
     return rows
 
@@ -312,8 +329,14 @@ def _first_non_binary(rows: list[tuple[int, list[str]]], cols: list[int]) -> tup
     return None
 
 
+AUTO_TAG_SEPARATORS = re.compile(r"[\s,;|]+")  # how multi-label exports separate tags, in practice
+
+
 def _tags(cell: str, delimiter: str) -> set[str]:
-    parts = cell.split() if delimiter.isspace() else cell.split(delimiter)
+    if delimiter == "auto":
+        parts = AUTO_TAG_SEPARATORS.split(cell)
+    else:
+        parts = cell.split() if delimiter.isspace() else cell.split(delimiter)
     return {p.strip() for p in parts if p.strip()}
 
 
