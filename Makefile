@@ -38,7 +38,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	@test -d $(DEMO_DATA)/multiclass || $(PY) -m labelwise.demo_data $(DEMO_DATA)
+	@test -d $(DEMO_DATA)/multiclass || $(PY) -m labelwise.data.demo $(DEMO_DATA)
 	$(LW) inspect $(DEMO_DATA)/multilabel
 	$(LW) train $(DEMO_DATA)/multilabel --out runs/demo-multilabel --epochs $(DEMO_EPOCHS) --no-report
 	$(LW) evaluate runs/demo-multilabel $(DEMO_DATA)/multilabel_test

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import labelwise
-from labelwise.demo_data import build_mosaics
+from labelwise.data.demo import build_mosaics
 
 CLASSES = ("trouser", "bag", "sneaker", "dress", "shirt")
 SKEW = (0.70, 0.15, 0.08, 0.05, 0.02)  # one dominant label, rare ones

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from labelwise.bundle import ModelMeta
-from labelwise.engines import OnnxEngine, TorchEngine, cpu_cores
-from labelwise.export import onnx_bytes
+from labelwise.models.bundle import ModelMeta
+from labelwise.infer.engines import OnnxEngine, TorchEngine, cpu_cores
+from labelwise.infer.export import onnx_bytes
 from labelwise.labels import LabelSpace
 from labelwise.models.classifier import Classifier
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import labelwise
-from labelwise.demo_data import build_multiclass
+from labelwise.data.demo import build_multiclass
 
 
 def main() -> None:

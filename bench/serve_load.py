@@ -43,7 +43,7 @@ MOSAIC_CLASSES = ("trouser", "bag", "sneaker", "dress")
 def train_bundle(workdir: Path, image_size: int) -> Path:
     """A small real bundle: efficientnet_lite0 (ImageNet start), 1 epoch on 600 Fashion mosaics."""
     import labelwise
-    from labelwise.demo_data import build_mosaics
+    from labelwise.data.demo import build_mosaics
 
     run = workdir / f"run-{image_size}px"
     if (run / "model.json").is_file():
@@ -86,7 +86,7 @@ class Server:
     def __init__(self, run: Path, engine: str, queue_size: int, max_batch: int | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "labelwise.serve", str(run), "--port", str(self.port), "--engine", engine,
+        cmd = [sys.executable, "-m", "labelwise.serve.app", str(run), "--port", str(self.port), "--engine", engine,
                "--queue-size", str(queue_size), "--log-level", "warning"]
         if max_batch:
             cmd += ["--max-batch", str(max_batch)]
@@ -223,7 +223,7 @@ def main() -> None:
     if args.run is None:
         args.run = train_bundle(args.workdir, args.image_size)
     elif not (args.workdir / "mosaics" / "images").is_dir():
-        from labelwise.demo_data import build_mosaics
+        from labelwise.data.demo import build_mosaics
 
         build_mosaics(args.workdir / "mosaics", 8, split="test", seed=2, classes=MOSAIC_CLASSES, source="auto")
     photo = photo_jpeg(args.workdir)

@@ -63,7 +63,7 @@ FASHION_SUBSET_PER_CLASS = 1200  # the throughput subset: 12,000 images
 
 
 def cpu_cores() -> int:
-    from labelwise.engines import cpu_cores as cores
+    from labelwise.infer.engines import cpu_cores as cores
 
     return cores()
 
@@ -123,7 +123,7 @@ def new_clock(snapshots: bool = False):
 def clocked(clock):
     """labelwise.train takes no callbacks: wrap labelwise.engine.build_trainer (fit() imports it at call
     time) so that every Trainer it builds also runs `clock`."""
-    from labelwise import engine
+    from labelwise.train import lightning as engine
 
     original = engine.build_trainer
 
@@ -188,9 +188,9 @@ def preimport() -> None:
     epoch 1 but not to the naive loop, which runs later in the same process."""
     import importlib
 
-    for name in ("lightning.pytorch", "labelwise.training", "labelwise.engine", "labelwise.auto",
-                 "labelwise.probe", "labelwise.data.cache", "labelwise.data.sources", "labelwise.losses",
-                 "labelwise.evaluation", "labelwise.models.classifier"):
+    for name in ("lightning.pytorch", "labelwise.training.run", "labelwise.training.lightning", "labelwise.training.auto",
+                 "labelwise.training.probe", "labelwise.data.cache", "labelwise.data.sources", "labelwise.training.losses",
+                 "labelwise.evaluation.scoring", "labelwise.models.classifier"):
         try:
             importlib.import_module(name)
         except ImportError:
@@ -298,7 +298,7 @@ def labelwise_data_path(paths: list[Path], targets: np.ndarray, size: int, chann
     import torch
 
     from labelwise.data.decoded import decode_all
-    from labelwise.data.module import ArrayDataset, make_train_loader
+    from labelwise.data.loaders import ArrayDataset, make_train_loader
     from labelwise.data.transforms import augment_batch
 
     start = time.perf_counter()
@@ -323,7 +323,7 @@ def bench_photos(args, work: Path, rows: list, details: dict) -> None:
     from labelwise.config import ModelConfig
     from labelwise.data import splits
     from labelwise.data.sources import load_samples
-    from labelwise.training import use_pretrained
+    from labelwise.training.prepare import use_pretrained
 
     folder = make_photos(args.photos_dir or work / "photos", args.photos)
     has_cache = has_data_option("cache")
@@ -485,8 +485,8 @@ def bench_fashion(args, work: Path, rows: list, details: dict) -> None:
     import labelwise
     from labelwise.data.decoded import decode_samples
     from labelwise.data.sources import load_samples
-    from labelwise.demo_data import FASHION_CLASSES, fashion_available, load_fashion
-    from labelwise.predict import model_probs
+    from labelwise.data.demo import FASHION_CLASSES, fashion_available, load_fashion
+    from labelwise.infer.predict import model_probs
 
     if not fashion_available():
         log("fashion: SKIPPED: /usr/share/datasets/fashion-mnist is missing (install dataset-fashion-mnist)")
@@ -594,7 +594,7 @@ def default_backbone() -> str | None:
 def bench_inference(args, rows: list, details: dict) -> None:
     import inference
 
-    from labelwise.engines import cpu_cores
+    from labelwise.infer.engines import cpu_cores
     from labelwise.models.backbones import get_spec
 
     # The default backbone at the sizes this run trained it at (photos: RGB; fashion: gray), else
@@ -706,7 +706,7 @@ def main() -> int:
 
     import torch
 
-    from labelwise.engines import cpu_cores
+    from labelwise.infer.engines import cpu_cores
 
     work = Path(tempfile.mkdtemp(prefix="lw-speed-"))
     json_path = args.json or work / "speed-results.json"

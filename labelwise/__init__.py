@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import LabelwiseError
-from .labels import LabelSpace
+from labelwise.errors import LabelwiseError
+from labelwise.labels import LabelSpace
 
-__version__ = "0.1.0"
+from labelwise.version import __version__
 __all__ = ["train", "evaluate", "load", "Predictor", "LabelSpace", "LabelwiseError", "__version__"]
 
 
@@ -22,28 +22,29 @@ def train(data: str | Path, out: str | Path = "runs/run", *, resume: bool = Fals
 
     Returns a TrainResult with ``run_dir``, ``metrics`` (as in metrics.json) and ``warnings``.
     """
-    from .training import make_config, train as _train
+    from labelwise.config import make_config
+    from labelwise.training.run import train as _train
 
     return _train(make_config(data, out, **options), resume=resume, progress=progress)
 
 
 def evaluate(run_dir: str | Path, data: str | Path, **options: Any) -> dict:
     """Score a saved model on labelled DATA (see ``labelwise evaluate``)."""
-    from .evaluation import evaluate as _evaluate
+    from labelwise.infer.evaluate_bundle import evaluate as _evaluate
 
     return _evaluate(run_dir, data, **options)
 
 
 def load(run_dir: str | Path, threshold: float | None = None, engine: str = "torch", tta: bool = False):
     """Load a model bundle (model.safetensors + model.json) as a Predictor (engine "torch" or "onnx")."""
-    from .predict import Predictor
+    from labelwise.infer.predict import Predictor
 
     return Predictor.load(run_dir, threshold=threshold, engine=engine, tta=tta)
 
 
 def __getattr__(name: str):
     if name == "Predictor":
-        from .predict import Predictor
+        from labelwise.infer.predict import Predictor
 
         return Predictor
     raise AttributeError(name)

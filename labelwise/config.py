@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from labelwise.errors import ConfigError
+from labelwise.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,6 @@ class RunConfig:
         return asdict(self)
 
     def save(self, path: Path) -> None:
-        from .bundle import atomic_write_text
 
         atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
 
@@ -150,3 +150,25 @@ def _build(cls: type, values: dict[str, Any], where: str):
         if key not in known:
             raise ConfigError(_unknown(key, known, where))
     return cls(**values)
+
+
+def make_config(data: str | Path, out: str | Path = "runs/run", **options: Any) -> RunConfig:
+    """Build a RunConfig from flat keyword options (``epochs=3, backbone="cnn-small"``).
+
+    An unknown option raises ConfigError with a "did you mean ...?" hint.
+    """
+    sections: dict[str, dict[str, Any]] = {"data": {"data": str(data)}, "model": {}, "train": {}}
+    owners = {f.name: name for name, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))
+              for f in fields(cls)}
+    for key, value in options.items():
+        if key not in owners:
+            import difflib
+
+            hint = difflib.get_close_matches(key, list(owners), n=1)
+            raise ConfigError(f"unknown option {key!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
+                              + f" Options: {', '.join(sorted(owners))}")
+        sections[owners[key]][key] = value
+    return RunConfig(out=str(out), data=DataConfig(**sections["data"]), model=ModelConfig(**sections["model"]),
+                     train=TrainConfig(**sections["train"]))
+
+

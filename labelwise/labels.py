@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from .errors import LabelwiseError
+from labelwise.errors import LabelwiseError
 
 Task = Literal["multilabel", "multiclass"]
 TASKS: tuple[str, ...] = ("multilabel", "multiclass")

@@ -86,7 +86,7 @@ def render(html: Path, png: Path, full_page: bool = True, expand: bool = False) 
 def build_small_run(root: Path, multiclass: bool = False) -> Path:
     """A small real run on Fashion-MNIST (cnn-small, 4 epochs at 32 px): a minute or two on a laptop CPU."""
     import labelwise
-    from labelwise.demo_data import build_mosaics, build_multiclass
+    from labelwise.data.demo import build_mosaics, build_multiclass
 
     root.mkdir(parents=True, exist_ok=True)
     data = root / ("data-mc" if multiclass else "data-ml")

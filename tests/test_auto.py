@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from labelwise.auto import choose_backbone, choose_strategy, check_strategy
+from labelwise.training.auto import choose_backbone, choose_strategy, check_strategy
 from labelwise.errors import ConfigError
 
 
@@ -46,7 +46,7 @@ def test_a_lightning_strategy_in_strategy_points_to_distributed():
 
 
 def test_cli_strategy_ddp_is_one_clear_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "labelwise.cli", "train", str(tmp_path), "--strategy", "ddp"],
+    r = subprocess.run([sys.executable, "-m", "labelwise", "train", str(tmp_path), "--strategy", "ddp"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--distributed ddp" in r.stderr and "Traceback" not in r.stderr
 
@@ -56,11 +56,11 @@ def test_cli_strategy_auto_probes_a_small_set_and_says_so(tmp_path):
 
     import yaml
 
-    from labelwise.demo_data import build_multiclass
+    from labelwise.data.demo import build_multiclass
 
     data = build_multiclass(tmp_path / "digits", 30, split="train", seed=0, source="digits")
     run = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "labelwise.cli", "train", str(data), "--out", str(run),
+    r = subprocess.run([sys.executable, "-m", "labelwise", "train", str(data), "--out", str(run),
                         "--strategy", "auto", "--quiet", "--no-report", "--cache", str(tmp_path / "cache")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr

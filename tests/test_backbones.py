@@ -12,8 +12,7 @@ from skimage import data
 
 from labelwise.errors import ModelError
 from labelwise.models import backbones, effnet_lite
-from labelwise.models.backbones import (adapt_first_conv_weight, channel_stats, create_backbone, get_spec,
-                                        list_backbones, load_weights, register)
+from labelwise.models.backbones import adapt_first_conv_weight, channel_stats, create_backbone, get_spec, list_backbones, load_weights, register
 
 CATS = {281, 282, 285}  # ImageNet tabby, tiger cat, Egyptian cat
 ESPRESSO = 967

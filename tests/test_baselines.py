@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelwise.baselines import baseline_scores, sanity_warnings
+from labelwise.evaluation.baselines import baseline_scores, sanity_warnings
 from labelwise.labels import LabelSpace
-from labelwise.metrics import compute_metrics
+from labelwise.evaluation.metrics import compute_metrics
 
 ML = LabelSpace(("cloud", "road", "water", "farm"), "multilabel")
 MC = LabelSpace(("cat", "dog", "fox"), "multiclass")

@@ -4,11 +4,12 @@ import pickle
 import pytest
 import torch
 
-from labelwise.bundle import ModelMeta, atomic_write_text, load_model, read_meta, save_model
+from labelwise.models.bundle import ModelMeta, load_model, read_meta, save_model
+from labelwise.io import atomic_write_text
 from labelwise.errors import BundleError
 from labelwise.labels import LabelSpace
 from labelwise.models.classifier import Classifier
-from labelwise.predict import Predictor
+from labelwise.infer.predict import Predictor
 
 LABELS = LabelSpace(("a", "b", "c"), "multilabel")
 

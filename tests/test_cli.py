@@ -9,7 +9,7 @@ from labelwise.errors import LabelwiseError
 
 
 def _run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "labelwise.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "labelwise", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=120)
 
 

@@ -2,7 +2,7 @@ import pytest
 
 from labelwise.config import RunConfig, TrainConfig
 from labelwise.errors import ConfigError
-from labelwise.training import make_config
+from labelwise.config import make_config
 
 
 def test_yaml_round_trip_keeps_every_default(tmp_path):

@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from labelwise.demo_data import build_multiclass, fashion_available
-from labelwise.engine import load_checkpoint
+from labelwise.data.demo import build_multiclass, fashion_available
+from labelwise.training.lightning import load_checkpoint
 from labelwise.errors import BundleError
-from labelwise.predict import Predictor
+from labelwise.infer.predict import Predictor
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not fashion_available(), reason="Debian's dataset-fashion-mnist is not installed")]
@@ -25,7 +25,7 @@ EPOCHS = 4
 
 
 def _train_cmd(data, run, *extra):
-    return [sys.executable, "-m", "labelwise.cli", "train", str(data), "--out", str(run), "--epochs", str(EPOCHS),
+    return [sys.executable, "-m", "labelwise", "train", str(data), "--out", str(run), "--epochs", str(EPOCHS),
             "--model", "cnn-small", "--no-pretrained", "--quiet", "--batch-size", "32", *extra]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelwise import demo_data as dd
+from labelwise.data import demo as dd
 from labelwise.errors import ConfigError, DataError
 
 needs_fashion = pytest.mark.skipif(not dd.fashion_available(),

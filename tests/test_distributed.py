@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from labelwise.demo_data import build_multiclass, fashion_available
-from labelwise.metrics import compute_metrics
-from labelwise.predict import Predictor
+from labelwise.data.demo import build_multiclass, fashion_available
+from labelwise.evaluation.metrics import compute_metrics
+from labelwise.infer.predict import Predictor
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not fashion_available(), reason="Debian's dataset-fashion-mnist is not installed")]
@@ -23,7 +23,7 @@ def test_two_process_ddp_metrics_match_a_single_process_evaluation(tmp_path):
     (next((data / "bag").iterdir())).unlink()  # 299 images
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run([sys.executable, "-m", "labelwise.cli", "train", str(data), "--out", str(run), "--epochs", "1",
+    r = subprocess.run([sys.executable, "-m", "labelwise", "train", str(data), "--out", str(run), "--epochs", "1",
                         "--model", "cnn-small", "--no-pretrained", "--quiet", "--accelerator", "cpu",
                         "--devices", "2", "--distributed", "ddp", "--val-split", "0.25"],
                        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

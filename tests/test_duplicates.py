@@ -8,21 +8,8 @@ import pytest
 from PIL import Image
 
 from labelwise.data.decoded import decode_all
-from labelwise.data.duplicates import (
-    DEFAULT_MIN_SIMILARITY,
-    Duplicate,
-    Fingerprints,
-    content_hashes,
-    cross_split_duplicates,
-    describe_duplicates,
-    exact_duplicates,
-    fold_duplicates,
-    fingerprint_gray,
-    fingerprint_paths,
-    fingerprint_pixels,
-    split_duplicates,
-)
-from labelwise.demo_data import fashion_available, load_fashion
+from labelwise.data.duplicates import DEFAULT_MIN_SIMILARITY, Duplicate, Fingerprints, content_hashes, cross_split_duplicates, describe_duplicates, exact_duplicates, fold_duplicates, fingerprint_gray, fingerprint_paths, fingerprint_pixels, split_duplicates
+from labelwise.data.demo import fashion_available, load_fashion
 
 needs_fashion = pytest.mark.skipif(not fashion_available(), reason="Fashion-MNIST (dataset-fashion-mnist) not installed")
 

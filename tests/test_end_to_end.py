@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import labelwise
 from labelwise.cli import app
-from labelwise.demo_data import build_mosaics, build_multiclass, fashion_available
+from labelwise.data.demo import build_mosaics, build_multiclass, fashion_available
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not fashion_available(), reason="Debian's dataset-fashion-mnist is not installed")]

@@ -19,21 +19,15 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import labelwise.export as export_mod
-from labelwise.bundle import WEIGHTS_FILE, ModelMeta, load_model, read_meta, save_model
-from labelwise.demo_data import build_mosaics
+import labelwise.infer.export as export_mod
+from labelwise.models.bundle import WEIGHTS_FILE, ModelMeta, load_model, read_meta, save_model
+from labelwise.data.demo import build_mosaics
 from labelwise.errors import ConfigError, LabelwiseError
-from labelwise.export import (
-    ExportError,
-    export_command,
-    export_metadata,
-    export_model,
-    file_sha256,
-    read_onnx_metadata,
-)
+from labelwise.infer.export import ExportError, export_metadata, export_model, file_sha256, read_onnx_metadata
+from labelwise.cli.export import export_command
 from labelwise.labels import LabelSpace
 from labelwise.models.classifier import Classifier
-from labelwise.predict import Predictor, list_images
+from labelwise.infer.predict import Predictor, list_images
 
 ort = pytest.importorskip("onnxruntime")
 TOL = 1e-4
@@ -156,7 +150,7 @@ def test_onnx_metadata_describes_the_model(cnn_run, cnn_onnx):
     meta = read_meta(cnn_run)
     assert props["labelwise.task"] == "multilabel"
     assert json.loads(props["labelwise.labels"]) == list(meta.labels.names)
-    assert json.loads(props["labelwise.thresholds"]) == pytest.approx(list(meta.thresholds))
+    assert json.loads(props["labelwise.evaluation.thresholds"]) == pytest.approx(list(meta.thresholds))
     spec = json.loads(props["labelwise.input"])
     assert (spec["name"], spec["channels"], spec["size"], spec["range"]) == ("pixels", 1, 32, [0.0, 1.0])
     assert props["labelwise.weights_sha256"] == file_sha256(cnn_run / WEIGHTS_FILE)
@@ -233,7 +227,7 @@ def test_changed_thresholds_make_an_export_stale(cnn_run, cnn_onnx):
     props = read_onnx_metadata(cnn_onnx)
     assert export_mod._stale_keys(props, export_metadata(meta, sha)) == []
     changed = ModelMeta(**{**meta.__dict__, "thresholds": (0.9,) * len(meta.labels)})
-    assert export_mod._stale_keys(props, export_metadata(changed, sha)) == ["labelwise.thresholds"]
+    assert export_mod._stale_keys(props, export_metadata(changed, sha)) == ["labelwise.evaluation.thresholds"]
     assert export_mod._stale_keys(props, export_metadata(meta, "0" * 64)) == ["labelwise.weights_sha256"]
 
 

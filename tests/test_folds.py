@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import labelwise
-from labelwise.demo_data import build_mosaics, fashion_available
+from labelwise.data.demo import build_mosaics, fashion_available
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not fashion_available(), reason="Debian's dataset-fashion-mnist is not installed")]
@@ -56,7 +56,7 @@ def test_same_seed_same_metrics_and_an_ensemble_of_two_runs(data):
     assert json.loads((root / "a" / "metrics.json").read_text())["model"] == \
         json.loads((root / "b" / "metrics.json").read_text())["model"]
     c = labelwise.train(train, root / "c", seed=2, lr=1e-3, **FAST)
-    from labelwise.ensemble import build_ensemble
+    from labelwise.infer.ensemble import build_ensemble
 
     result = build_ensemble([a.run_dir, c.run_dir], root / "ens")
     assert json.loads((root / "ens" / "model.json").read_text())["members"] == ["cnn-small", "cnn-small"]

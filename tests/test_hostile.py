@@ -16,7 +16,7 @@ from PIL import Image
 import labelwise
 from labelwise.data.images import read_resized
 from labelwise.errors import ImageError
-from labelwise.predict import Predictor
+from labelwise.infer.predict import Predictor
 
 from hostile import EXIF_ORIENTATIONS, default_base, make_hostile_corpus
 

@@ -10,8 +10,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageOps
 
-from labelwise.data.images import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageInfo, image_channels, probe,
-                                   read_image, read_resized, read_resized_bytes)
+from labelwise.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageInfo, image_channels, probe, read_image, read_resized, read_resized_bytes
 from labelwise.errors import ImageError
 
 

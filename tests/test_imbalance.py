@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import labelwise
-from labelwise.demo_data import build_mosaics, fashion_available
+from labelwise.data.demo import build_mosaics, fashion_available
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not fashion_available(), reason="Debian's dataset-fashion-mnist is not installed")]

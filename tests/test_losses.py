@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from labelwise.errors import ConfigError
-from labelwise.losses import LOSSES_MULTICLASS, LOSSES_MULTILABEL, build_loss, class_weights
+from labelwise.training.losses import LOSSES_MULTICLASS, LOSSES_MULTILABEL, build_loss, class_weights
 
 ALL = [(n, "multilabel") for n in LOSSES_MULTILABEL] + [(n, "multiclass") for n in LOSSES_MULTICLASS]
 

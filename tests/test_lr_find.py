@@ -7,10 +7,11 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from labelwise.demo_data import build_mosaics, build_multiclass
+from labelwise.data.demo import build_mosaics, build_multiclass
 from labelwise.errors import ConfigError
-from labelwise.lr_find import lr_find, lr_find_command, suggest
-from labelwise.training import make_config
+from labelwise.training.lr_find import lr_find, suggest
+from labelwise.cli.lr_find import lr_find_command
+from labelwise.config import make_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Small and fast: 16 px inputs (cnn-small's minimum), small batches, few steps.

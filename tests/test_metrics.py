@@ -21,9 +21,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
 
 from labelwise.errors import ConfigError
 from labelwise.labels import LabelSpace
-from labelwise.metrics import (HIGHER_IS_BETTER, MONITOR_DEFAULT, MONITOR_KEYS, check_monitor,
-                               compute_metrics, format_summary, multiclass_metrics,
-                               multilabel_metrics, summary_of, to_jsonable)
+from labelwise.evaluation.metrics import HIGHER_IS_BETTER, MONITOR_DEFAULT, MONITOR_KEYS, check_monitor, compute_metrics, format_summary, multiclass_metrics, multilabel_metrics, summary_of, to_jsonable
 
 TOL = 1e-6
 
@@ -225,7 +223,7 @@ def test_higher_is_better_covers_summary_keys():
     probs, t = _multilabel_data(0, c=3)
     ml_keys = set(summary_of(multilabel_metrics(probs, t)))
     mc = multiclass_metrics(np.eye(6)[[0, 1, 2, 3, 4, 5]], np.eye(6)[[0, 1, 2, 3, 4, 5]], topk=(2, 5))
-    from labelwise.metrics import DESCRIPTIVE_KEYS
+    from labelwise.evaluation.metrics import DESCRIPTIVE_KEYS
     for key in ml_keys | set(summary_of(mc)):
         assert key in HIGHER_IS_BETTER or key in DESCRIPTIVE_KEYS, key
     for task, key in MONITOR_DEFAULT.items():
@@ -252,7 +250,7 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("c", [3, 20, 70])  # 70 labels takes the row-sort path
 def test_label_set_counts(c: int):
-    from labelwise.metrics import label_set_counts
+    from labelwise.evaluation.metrics import label_set_counts
 
     rng = np.random.default_rng(c)
     base = (rng.random((4, c)) < 0.3).astype(np.uint8)

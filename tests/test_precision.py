@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
-from labelwise.demo_data import build_multiclass, fashion_available
+from labelwise.data.demo import build_multiclass, fashion_available
 from labelwise.errors import ConfigError
-from labelwise.metrics import compute_metrics
+from labelwise.evaluation.metrics import compute_metrics
 from labelwise.models.backbones import get_spec
-from labelwise.precision import choose_precision, cpu_has_amx_bf16
-from labelwise.predict import Predictor
+from labelwise.training.precision import choose_precision, cpu_has_amx_bf16
+from labelwise.infer.predict import Predictor
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
@@ -58,7 +58,7 @@ def test_cli_rejects_an_unknown_precision_without_a_traceback(tmp_path):
     data = tmp_path / "data"
     for label in ("a", "b"):
         (data / label).mkdir(parents=True)
-    r = subprocess.run([sys.executable, "-m", "labelwise.cli", "train", str(data), "--out", str(tmp_path / "run"),
+    r = subprocess.run([sys.executable, "-m", "labelwise", "train", str(data), "--out", str(tmp_path / "run"),
                         "--precision", "fp8"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "--precision 'fp8' is not known" in r.stderr + r.stdout and "Traceback" not in r.stderr
@@ -69,7 +69,7 @@ def test_cli_rejects_an_unknown_precision_without_a_traceback(tmp_path):
 def test_bf16_training_logs_the_metrics_of_the_saved_fp32_weights(tmp_path):
     data = build_multiclass(tmp_path / "data", n_per_class=40, seed=5, source="fashion")
     run = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "labelwise.cli", "train", str(data), "--out", str(run), "--epochs", "2",
+    r = subprocess.run([sys.executable, "-m", "labelwise", "train", str(data), "--out", str(run), "--epochs", "2",
                         "--model", "cnn-small", "--quiet", "--no-report", "--precision", "bf16-mixed",
                         "--accelerator", "cpu"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

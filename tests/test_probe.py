@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import labelwise
-from labelwise.demo_data import build_mosaics, build_multiclass
+from labelwise.data.demo import build_mosaics, build_multiclass
 from labelwise.errors import ConfigError
-from labelwise.metrics import multiclass_metrics
-from labelwise.probe import embed, fit_head, fit_probe
+from labelwise.evaluation.metrics import multiclass_metrics
+from labelwise.training.probe import embed, fit_head, fit_probe
 
 BACKBONE = "efficientnet_lite0"
 MOSAIC_CLASSES = ("0", "1", "2", "3")
@@ -25,7 +25,7 @@ MOSAIC_CLASSES = ("0", "1", "2", "3")
 
 def _run(prep, root, name):
     from labelwise.data.splits import train_val_split
-    from labelwise.training import finalize
+    from labelwise.training.fit import finalize
 
     train_idx, val_idx = train_val_split(prep.samples, prep.cfg.data.val_split, prep.cfg.train.seed)
     run_dir = root / name
@@ -36,7 +36,8 @@ def _run(prep, root, name):
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    from labelwise.training import make_config, prepare
+    from labelwise.config import make_config
+    from labelwise.training.prepare import prepare
 
     root = tmp_path_factory.mktemp("probe_digits")
     train = build_multiclass(root / "train", 30, split="train", seed=1, source="digits")
@@ -50,7 +51,8 @@ def digits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mosaics(tmp_path_factory):
-    from labelwise.training import make_config, prepare
+    from labelwise.config import make_config
+    from labelwise.training.prepare import prepare
 
     root = tmp_path_factory.mktemp("probe_mosaics")
     train = build_mosaics(root / "train", 240, split="train", seed=1, classes=MOSAIC_CLASSES, source="digits")
@@ -82,7 +84,7 @@ def test_multiclass_probe_writes_a_bundle_that_predicts_well(digits):
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["digits", "mosaics"])
 def test_val_probs_are_the_full_models_on_the_val_images(which, request):
-    from labelwise.predict import model_probs
+    from labelwise.infer.predict import model_probs
 
     data = request.getfixturevalue(which)
     prep, fitted = data["prep"], data["fitted"]

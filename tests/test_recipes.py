@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from labelwise.config import TrainConfig
-from labelwise.data.module import ArrayDataset, make_loader
+from labelwise.data.loaders import ArrayDataset, make_loader
 from labelwise.data.transforms import AUGMENT_PRESETS, AugmentConfig, augment_batch, mix_batch
-from labelwise.engine import OPTIMIZERS, SCHEDULERS, LitClassifier, build_optimizer
+from labelwise.training.optim import OPTIMIZERS, SCHEDULERS, build_optimizer
+from labelwise.training.lightning import LitClassifier
 from labelwise.labels import LabelSpace
-from labelwise.losses import build_loss
+from labelwise.training.losses import build_loss
 from labelwise.models.classifier import Classifier
 
 

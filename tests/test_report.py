@@ -17,11 +17,11 @@ from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
 import labelwise
-from labelwise.demo_data import build_mosaics, build_multiclass, fashion_available
+from labelwise.data.demo import build_mosaics, build_multiclass, fashion_available
 from labelwise.errors import LabelwiseError
 from labelwise.labels import LabelSpace
 from labelwise.report import build_report
-from labelwise.report.command import report_command
+from labelwise.cli.report import report_command
 from labelwise.report.analysis import mixups, verdict
 from labelwise.report.label_issues import suggest
 from labelwise.report.rundata import parse_label_cell

@@ -1,6 +1,6 @@
 import numpy as np
 
-from labelwise.data.module import ArrayDataset, make_train_loader, sampling_weights
+from labelwise.data.loaders import ArrayDataset, make_train_loader, sampling_weights
 
 
 def _targets():

@@ -20,12 +20,13 @@ import uvicorn
 from PIL import Image
 from typer.testing import CliRunner
 
-from labelwise.bundle import ModelMeta, save_model
+from labelwise.models.bundle import ModelMeta, save_model
 from labelwise.errors import BundleError, ConfigError
 from labelwise.labels import LabelSpace
 from labelwise.models.classifier import Classifier
-from labelwise.predict import Predictor
-from labelwise.serve import ServeLimits, create_app, make_limits, serve_command, sniff_format
+from labelwise.infer.predict import Predictor
+from labelwise.serve.app import ServeLimits, create_app, make_limits, sniff_format
+from labelwise.cli.serve import serve_command
 
 from hostile import make_hostile_corpus
 

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from labelwise.errors import ConfigError
-from labelwise.metrics import multilabel_metrics
-from labelwise.thresholds import (apply_thresholds, fit_thresholds, fit_thresholds_detailed,
-                                  parse_objective)
+from labelwise.evaluation.metrics import multilabel_metrics
+from labelwise.evaluation.thresholds import apply_thresholds, fit_thresholds, fit_thresholds_detailed, parse_objective
 
 
 def _data(seed: int, n: int = 500, c: int = 5, decimals: int | None = 2):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import labelwise
-from labelwise.demo_data import build_multiclass, fashion_available
+from labelwise.data.demo import build_multiclass, fashion_available
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not fashion_available(), reason="Debian's dataset-fashion-mnist is not installed")]
@@ -48,7 +48,7 @@ def test_the_plan_follows_the_steady_epochs_not_the_slow_first_one():
     from types import SimpleNamespace
 
     from labelwise.config import TrainConfig
-    from labelwise.engine import LitClassifier
+    from labelwise.training.lightning import LitClassifier
 
     # 600 s budget (570 s usable); epoch 1 took 46 s with one-off costs, the next ones 37 s
     fake = SimpleNamespace(cfg=TrainConfig(time_limit_s=600), plan={}, steps_per_epoch=10, planned_epochs=None,

@@ -15,16 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageError
-from . import images
-from .cache import chunks, decode_through_cache
-from .samples import Samples
+from labelwise.data import images
+from labelwise.data.cache import chunks, decode_through_cache
+from labelwise.data.samples import Samples
+from labelwise.errors import ImageError
 
 log = logging.getLogger("labelwise")
 
 
 def _progress(total: int, description: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     transient=True, disable=total < 500)

@@ -33,6 +33,8 @@ from typing import Sequence
 
 import numpy as np
 
+from labelwise.data.decoded import decode_all
+
 SIDE = 32  # px: every image is reduced to SIDE x SIDE gray
 # Pairs at or above this similarity count as near-duplicates (calibration in the module docstring).
 DEFAULT_MIN_SIMILARITY = 0.99
@@ -121,7 +123,6 @@ def fingerprint_paths(paths: Sequence[Path], channels: int, workers: int | None 
     ``channels`` is what the run decoded its images to (model.json), so every image decodes as it
     did in training (an N-band TIFF needs N).
     """
-    from .decoded import decode_all
 
     pixels, bad = decode_all(list(paths), SIDE, channels, workers=workers, description="fingerprinting")
     return fingerprint_pixels(pixels), bad  # unreadable rows are left zero by decode_all: flat

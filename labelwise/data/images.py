@@ -30,7 +30,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..errors import ImageError
+from labelwise.errors import ImageError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS: int = 100_000_000

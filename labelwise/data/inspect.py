@@ -11,8 +11,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .images import ImageInfo, image_channels, probe
-from .samples import Samples
+from labelwise.data.images import ImageInfo, image_channels, probe
+from labelwise.data.samples import Samples
 
 TOP_PAIRS = 10
 _SHOW_LABELS = 50  # rows of the label table before "... and N more"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import LabelSpace
+from labelwise.labels import LabelSpace
 
 
 @dataclass

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from ..labels import LabelSpace
-from .images import IMAGE_EXTENSIONS
-from .samples import Samples
+from labelwise.data.images import IMAGE_EXTENSIONS
+from labelwise.data.samples import Samples
+from labelwise.errors import ConfigError, DataError
+from labelwise.labels import LabelSpace
 
 FORMATS: tuple[str, ...] = ("auto", "folder", "csv-tags", "csv-onehot", "annotations")
 

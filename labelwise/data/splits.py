@@ -17,8 +17,8 @@ import warnings
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from .samples import Samples
+from labelwise.data.samples import Samples
+from labelwise.errors import ConfigError, DataError
 
 Split = tuple[np.ndarray, np.ndarray]  # (train indices, validation indices), sorted int64
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from labelwise.errors import ConfigError
 
 AUGMENT_PRESETS = {
     "none": "no augmentation",

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from labelwise.errors import ModelError
 from labelwise.models.backbones import channel_stats, create_backbone, get_spec
-
 
 FUSIONS = ("early", "late")
 
@@ -65,3 +65,19 @@ class Classifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) floats in [0, 1] -> logits (B, num_classes)."""
         return self.head(self.drop(self.features(x)))
+
+
+@torch.inference_mode()
+def model_probs(model: torch.nn.Module, pixels: np.ndarray, multilabel: bool, batch_size: int = 128) -> np.ndarray:
+    """uint8 array (N, C, S, S) -> probabilities (N, num_labels) float32, in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(pixels), batch_size):
+        x = torch.from_numpy(pixels[start:start + batch_size]).float().div_(255.0)
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+        out.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).float().numpy())
+    if not out:
+        return np.zeros((0, model.head.out_features), dtype=np.float32)
+    return np.concatenate(out)
+
+

@@ -6,6 +6,6 @@ PosixPath('runs/demo/report.html')
 """
 from __future__ import annotations
 
-from .build import build_report
+from labelwise.report.build import build_report
 
 __all__ = ["build_report"]

@@ -6,10 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from ..baselines import BASELINE_DESCRIPTIONS, MARGIN_ABS, MARGIN_HEADROOM
-from ..labels import LabelSpace
-from ..metrics import HIGHER_IS_BETTER, finite_or_none
-from ..thresholds import apply_thresholds
+from labelwise.evaluation.baselines import (
+    BASELINE_DESCRIPTIONS,
+    MARGIN_ABS,
+    MARGIN_HEADROOM,
+)
+from labelwise.evaluation.metrics import HIGHER_IS_BETTER, finite_or_none
+from labelwise.evaluation.thresholds import apply_thresholds
+from labelwise.labels import LabelSpace
 
 _EPS = 1e-7  # clip probabilities before log so a confident mistake costs ~16 nats, not infinity
 

@@ -18,16 +18,38 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import atomic_write_text
-from ..data.duplicates import DEFAULT_MIN_SIMILARITY, SIDE, cross_split_duplicates, fingerprint_paths
-from ..errors import LabelwiseError
-from ..metrics import HIGHER_IS_BETTER, MONITOR_DEFAULT, finite_or_none, multilabel_metrics
-from . import plots
-from .analysis import (WARN_TITLE, class_picks, confusion_counts, decisions, image_losses, mixups, readable, verdict)
-from .gallery import Thumbnails
-from .label_issues import find_issues
-from .rundata import Predictions, RunData, load_run
-from .tiles import Chip, Tile, chips_for
+from labelwise.data.duplicates import (
+    DEFAULT_MIN_SIMILARITY,
+    SIDE,
+    cross_split_duplicates,
+    fingerprint_paths,
+)
+from labelwise.data.inspect import summarize
+from labelwise.data.sources import load_samples
+from labelwise.errors import LabelwiseError
+from labelwise.evaluation.baselines import BASELINE_DESCRIPTIONS
+from labelwise.evaluation.metrics import (
+    HIGHER_IS_BETTER,
+    MONITOR_DEFAULT,
+    finite_or_none,
+    multilabel_metrics,
+)
+from labelwise.io import atomic_write_text
+from labelwise.report import plots
+from labelwise.report.analysis import (
+    WARN_TITLE,
+    class_picks,
+    confusion_counts,
+    decisions,
+    image_losses,
+    mixups,
+    readable,
+    verdict,
+)
+from labelwise.report.gallery import Thumbnails
+from labelwise.report.label_issues import find_issues
+from labelwise.report.rundata import Predictions, RunData, load_run
+from labelwise.report.tiles import Chip, Tile, chips_for
 
 # Caps that keep the page fast with thousands of images (thumbnails written = roughly their sum).
 HIGHEST_LOSS = 40
@@ -232,7 +254,6 @@ class _Builder:
             counts, total = s.targets.sum(0).astype(int), len(s)
             targets = s.targets
             where = f"all {total:,} images of the dataset"
-            from ..data.inspect import summarize
 
             try:
                 out["summary"] = summarize(s, max_probe=500)
@@ -290,7 +311,6 @@ class _Builder:
                                               model)]
         if "model_at_0.5" in m:
             cols.append(("model05", "model at 0.5", m["model_at_0.5"]))
-        from ..baselines import BASELINE_DESCRIPTIONS
 
         for name, b in (m.get("baselines") or {}).items():
             cols.append(("baseline", name.replace("_", " "), b | {"_help": BASELINE_DESCRIPTIONS.get(name, "")}))
@@ -516,7 +536,6 @@ def _with_monitor(m: dict[str, Any], task: str) -> dict[str, Any]:
 
 def _load_dataset(run: RunData, data: str | Path | None):
     """(Samples or None, a note saying what was used or why not)."""
-    from ..data.sources import load_samples
 
     d = run.config.get("data") or {}
     where = Path(data) if data else _find_data(Path(str(d.get("data") or "")), run.val.paths)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import images
-from ..errors import ImageError
+from labelwise.data import images
+from labelwise.errors import ImageError
 
 THUMB_SIDE = 128  # px, longest side; tiny images (28 px) stay tiny and are scaled up by the browser
 JPEG_QUALITY = 85

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..labels import LabelSpace
+from labelwise.labels import LabelSpace
 
 MAX_FIXES = 3  # suggestions per image; beyond that the image is simply "check"
 

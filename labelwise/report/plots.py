@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from ..thresholds import rank_columns
+from labelwise.evaluation.thresholds import rank_columns
 
 DPI = 144  # saved pixels per inch; shown at 96 px per inch -> 1.5x for sharp lines on HiDPI screens
 CSS_DPI = 96

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..bundle import ModelMeta, read_json_object, read_meta
-from ..errors import BundleError
-from ..labels import LabelSpace
+from labelwise.errors import BundleError
+from labelwise.io import read_json_object
+from labelwise.labels import LabelSpace
+from labelwise.models.bundle import ModelMeta, read_meta
 
 PREDICTION_FILES = {"val": "val_predictions.csv", "oof": "oof_predictions.csv"}
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import LabelSpace
-from .gallery import Thumb
+from labelwise.labels import LabelSpace
+from labelwise.report.gallery import Thumb
 
 
 @dataclass

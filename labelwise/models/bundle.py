@@ -5,12 +5,7 @@ pickle) and ``model.json`` (everything needed to rebuild and feed the model).
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,44 +13,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import BundleError
-from .labels import LabelSpace
+from labelwise.version import __version__
+from labelwise.errors import BundleError
+from labelwise.io import atomic_write_bytes, read_json_object, write_json
+from labelwise.labels import LabelSpace
+from labelwise.models.classifier import Classifier
+from labelwise.models.ensemble import Ensemble
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def library_versions() -> dict[str, str]:
@@ -63,7 +38,6 @@ def library_versions() -> dict[str, str]:
     import timm
     import torchvision
 
-    from . import __version__
 
     return {"labelwise": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm.__version__, "lightning": lightning.__version__, "numpy": np.__version__,
@@ -153,15 +127,6 @@ def read_meta(run_dir: Path) -> ModelMeta:
     return ModelMeta.from_dict(read_json_object(path), str(path))
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file that must hold an object; BundleError naming the file otherwise."""
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise BundleError(f"{path}: expected a JSON object")
-    return d
 
 
 def read_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -181,11 +146,9 @@ def read_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def load_model(run_dir: Path) -> tuple[torch.nn.Module, ModelMeta]:
     """Rebuild the classifier from model.json and load model.safetensors into it (eval mode)."""
-    from .models.classifier import Classifier
 
     meta = read_meta(run_dir)
     if meta.backbone == "ensemble":
-        from .ensemble import Ensemble
 
         if not meta.members:
             raise BundleError(f"{Path(run_dir) / META_FILE}: an ensemble bundle must list its members")

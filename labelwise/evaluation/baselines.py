@@ -12,8 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from .labels import LabelSpace
-from .metrics import HIGHER_IS_BETTER, compute_metrics, finite_or_none, label_set_counts, summary_of
+from labelwise.evaluation.metrics import (
+    HIGHER_IS_BETTER,
+    compute_metrics,
+    finite_or_none,
+    label_set_counts,
+    summary_of,
+)
+from labelwise.labels import LabelSpace
 
 BASELINE_DESCRIPTIONS: dict[str, str] = {
     "predict_nothing": "predicting no label at all",

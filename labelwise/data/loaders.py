@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import DataConfig
-from ..errors import ConfigError
-from . import images
-from .samples import Samples
+from labelwise.config import DataConfig
+from labelwise.data import images
+from labelwise.data.samples import Samples
+from labelwise.errors import ConfigError
 
 PROBE_LIMIT = 200  # images probed (header only) to choose size and channels
 

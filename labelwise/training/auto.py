@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from labelwise.errors import ConfigError, check_choice
 
 TINY_SIDE = 48  # px: at or below this median side, a small from-scratch CNN beats upsampling for ImageNet
 SCRATCH_MIN_IMAGES = 5000  # ... given this many images; with fewer, pretrained features carry more
@@ -60,7 +60,6 @@ def check_strategy(strategy: str) -> str:
     if strategy.startswith(LIGHTNING_STRATEGIES):
         raise ConfigError(f"--strategy {strategy!r}: --strategy picks how to train (finetune, linear-probe, auto); "
                           f"for several processes or machines use --distributed {strategy}")
-    from .errors import check_choice
 
     return check_choice("--strategy", strategy, STRATEGIES)
 

@@ -21,8 +21,8 @@ def report_command(
     """Write the error-analysis report (HTML, opens from disk with no server) for a trained run."""
     from rich.console import Console
 
-    from ..errors import DataError
-    from .build import build_report
+    from labelwise.errors import DataError
+    from labelwise.report.build import build_report
 
     if data is not None and not data.exists():
         raise DataError(f"--data {data}: no such file or folder; pass the dataset the run was trained on")

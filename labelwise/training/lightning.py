@@ -16,14 +16,17 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .config import TrainConfig
-from .data.transforms import AugmentConfig, augment_batch, mix_batch
-from .errors import ConfigError
-
-OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adadelta")
-SCHEDULERS = ("cosine", "onecycle", "step", "plateau", "constant")
-from .labels import LabelSpace
-from .metrics import compute_metrics
+from labelwise.config import TrainConfig
+from labelwise.data.transforms import AugmentConfig, augment_batch, mix_batch
+from labelwise.errors import BundleError
+from labelwise.evaluation.metrics import (
+    MONITOR_DEFAULT,
+    compute_metrics,
+    higher_is_better,
+)
+from labelwise.io import atomic_write_bytes, write_csv
+from labelwise.labels import LabelSpace
+from labelwise.training.optim import PLAN_EPOCHS, PLAN_MARGIN, build_optimizer
 
 
 def probabilities(logits: torch.Tensor, labels: LabelSpace) -> torch.Tensor:
@@ -151,77 +154,11 @@ class LitClassifier(L.LightningModule):
         self.planned_epochs = fits
 
 
-PLAN_EPOCHS = 3  # --time-limit: re-plan the schedule after each of the first 3 epochs of a fit
-PLAN_MARGIN = 1.03  # epochs vary by a few percent; running over would hit the hard stop mid-epoch
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int, monitor: str,
-                    plan: dict | None = None) -> dict:
-    """Optimizer with param groups (head / backbone x decay / no decay) and its LR schedule.
-
-    With --freeze-epochs the backbone gets --lr x backbone_lr_mult (discriminative LR, as fastai's
-    fine_tune); norms and biases are never weight-decayed.
-    """
-    backbone_lr = cfg.lr * (cfg.backbone_lr_mult if cfg.freeze_epochs > 0 else 1.0)
-    groups = []
-    head_like = [model.head] + ([model.extra] if getattr(model, "extra", None) is not None else [])
-    for parts, lr in (([model.backbone], backbone_lr), (head_like, cfg.lr)):
-        params = [p for part in parts for p in part.parameters()]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
-                   {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
-    groups = [g for g in groups if g["params"]]
-    name = cfg.optimizer.lower()
-    if name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    elif name == "adam":  # L2 penalty in the gradient, unlike AdamW's decoupled decay
-        opt = torch.optim.Adam(groups, lr=cfg.lr)
-    elif name == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    elif name == "rmsprop":
-        opt = torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
-    elif name == "adadelta":
-        opt = torch.optim.Adadelta(groups, lr=cfg.lr)
-    else:
-        raise ConfigError(f"--optimizer {cfg.optimizer!r} is not known; choose one of {', '.join(OPTIMIZERS)}")
-
-    plan = plan if plan is not None else {}
-    plan.setdefault("total", max(1, cfg.max_epochs * steps_per_epoch))  # steps; --time-limit may shorten it
-    total = plan["total"]
-    warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch)) if cfg.warmup_epochs > 0 else 0
-    kind = cfg.scheduler.lower()
-    if kind == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="max" if _higher_is_better(monitor) else "min", factor=cfg.gamma, patience=cfg.step_size)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch",
-                                                   "monitor": f"val_{monitor}", "strict": False}}
-    if kind == "onecycle":
-        # momentum cycling needs an optimizer with momentum or betas (Adadelta has neither)
-        cycle = "betas" in opt.defaults or opt.defaults.get("momentum", 0) > 0
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total,
-                                                    pct_start=max(0.05, warmup / total) if warmup else 0.25,
-                                                    cycle_momentum=cycle)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-    if kind not in ("cosine", "step", "constant"):
-        raise ConfigError(f"--scheduler {cfg.scheduler!r} is not known; choose one of {', '.join(SCHEDULERS)}")
-
-    def factor(step: int) -> float:
-        if step < warmup:  # linear warm-up
-            return (step + 1) / warmup
-        if kind == "cosine":  # cosine decay to 1% of the peak
-            progress = min(1.0, (step - warmup) / max(1, plan["total"] - warmup))
-            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-        if kind == "step":
-            return cfg.gamma ** (step // max(1, cfg.step_size * steps_per_epoch))
-        return 1.0
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def monitor_key(labels: LabelSpace, cfg: TrainConfig) -> str:
-    from .metrics import MONITOR_DEFAULT
 
     return cfg.monitor or MONITOR_DEFAULT[labels.task]
 
@@ -240,7 +177,6 @@ class HistoryWriter(Callback):
                 self.rows = list(csv.DictReader(f))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LitClassifier) -> None:
-        from .bundle import write_csv
 
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
@@ -259,7 +195,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written atomically (temp file + rename) and read back without unpickling code."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        from .bundle import atomic_write_bytes
 
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
@@ -271,7 +206,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def load_checkpoint(path: str | Path) -> dict:
     """torch.load with weights_only=True: tensors and plain containers only, never arbitrary objects."""
-    from .errors import BundleError
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -284,7 +218,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: HistoryWriter,
                   progress: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=f"val_{monitor}",
-                           mode="max" if _higher_is_better(monitor) else "min", save_last=False,
+                           mode="max" if higher_is_better(monitor) else "min", save_last=False,
                            save_top_k=1, enable_version_counter=False)
     # last.ckpt every epoch, for --resume. Not ModelCheckpoint(save_last=True): Lightning 2.6 writes that one
     # only in epochs where the monitored metric improved, so a crash after a flat epoch lost it. Listed after
@@ -294,7 +228,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     callbacks: list[Callback] = [ckpt, last, history]
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(monitor=f"val_{monitor}", patience=cfg.early_stopping,
-                                       mode="max" if _higher_is_better(monitor) else "min"))
+                                       mode="max" if higher_is_better(monitor) else "min"))
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
@@ -311,8 +245,3 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
 def _lightning_precision(precision: str) -> str:
     return "32-true" if precision in ("32", "auto") else precision  # auto is resolved in training.prepare
 
-
-def _higher_is_better(metric: str) -> bool:
-    from .metrics import HIGHER_IS_BETTER
-
-    return HIGHER_IS_BETTER.get(metric, not metric.endswith("loss"))

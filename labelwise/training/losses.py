@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from labelwise.errors import ConfigError
 
 LOSSES_MULTILABEL: tuple[str, ...] = ("bce", "focal", "asl", "soft-f1")
 LOSSES_MULTICLASS: tuple[str, ...] = ("ce",)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
+from labelwise.errors import ConfigError
 
 OBJECTIVE_FORMS = ("f1", "precision@P", "recall@R")
 _OBJECTIVE_RE = re.compile(r"^(precision|recall)@([0-9]*\.?[0-9]+)$")

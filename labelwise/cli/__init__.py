@@ -11,8 +11,8 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from .data.transforms import AUGMENT_PRESETS
-from .errors import LabelwiseError
+from labelwise.data.transforms import AUGMENT_PRESETS
+from labelwise.errors import LabelwiseError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and use image classifiers (multi-label first-class).")
@@ -95,7 +95,8 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a classifier on DATA and write a run directory (bundle, metrics, history, predictions)."""
-    from .training import make_config, train as run_train
+    from labelwise.config import make_config
+    from labelwise.training.run import train as run_train
 
     cfg = make_config(
         data, out_dir, format=fmt, images=str(images) if images else None, delimiter=delimiter, val_split=val_split,
@@ -126,7 +127,7 @@ def train(
                       f"{m['run']['val_images']}")
     print_scores(m)
     if report:
-        from .report import build_report
+        from labelwise.report import build_report
 
         out.print(f"report: [bold]{build_report(result.run_dir)}[/]")
     out.print(f"run directory: [bold]{result.run_dir}[/]")
@@ -146,7 +147,7 @@ def evaluate(
     tta: bool = typer.Option(False, "--tta", help="Average predictions over flipped copies (test-time augmentation)."),
 ) -> None:
     """Score a trained model on a labelled dataset, next to trivial baselines."""
-    from .evaluation import evaluate as run_evaluate
+    from labelwise.infer.evaluate_bundle import evaluate as run_evaluate
 
     result = run_evaluate(run, data, fmt=fmt, images=images, delimiter=delimiter, strict=strict,
                           threshold=threshold, out=out_file, engine=engine, tta=tta)
@@ -166,8 +167,8 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Predict labels for images; writes one CSV row per image (labels, one probability column per label)."""
-    from .bundle import write_csv
-    from .predict import Predictor, list_images
+    from labelwise.infer.predict import Predictor, list_images
+    from labelwise.io import write_csv
 
     predictor = Predictor.load(run, threshold=threshold, engine=engine, tta=tta, notify=_note)
     paths = list_images(inputs)
@@ -190,7 +191,7 @@ def ensemble(
     threshold_objective: str = typer.Option("f1", "--threshold-objective", help="f1, precision@P or recall@R."),
 ) -> None:
     """Average several runs' probabilities into one bundle; thresholds re-tuned on shared out-of-sample images."""
-    from .ensemble import build_ensemble
+    from labelwise.infer.ensemble import build_ensemble
 
     result = build_ensemble(runs, out_dir, threshold_objective)
     if "model" in result:
@@ -211,8 +212,8 @@ def inspect(
     """Summarise a dataset: size, task, label counts, label pairs, image sizes and modes, unreadable files."""
     import json
 
-    from .data.inspect import render_summary, summarize
-    from .data.sources import load_samples
+    from labelwise.data.inspect import render_summary, summarize
+    from labelwise.data.sources import load_samples
 
     samples = load_samples(data, fmt=fmt, images=images, delimiter=delimiter)
     summary = summarize(samples)
@@ -225,7 +226,7 @@ def inspect(
 @app.command("models")
 def models_cmd() -> None:
     """List the registered backbones (any timm model name works too)."""
-    from .models.backbones import get_spec, list_backbones
+    from labelwise.models.backbones import get_spec, list_backbones
 
     for name in list_backbones():
         spec = get_spec(name)
@@ -239,8 +240,8 @@ def cache(
                                              "or ~/.cache/labelwise, as train uses)."),
 ) -> None:
     """Show or clear the decoded-image cache that train, evaluate and predict reuse across runs."""
-    from .data.cache import cache_info, clear_cache, default_cache_dir
-    from .errors import check_choice
+    from labelwise.data.cache import cache_info, clear_cache, default_cache_dir
+    from labelwise.errors import check_choice
 
     check_choice("cache action", action, ("info", "clear"))
     root = directory or default_cache_dir()
@@ -257,10 +258,10 @@ def cache(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports its heavy dependencies lazily)."""
-    from .export import export_command
-    from .lr_find import lr_find_command
-    from .report.command import report_command
-    from .serve import serve_command
+    from labelwise.cli.export import export_command
+    from labelwise.cli.lr_find import lr_find_command
+    from labelwise.cli.report import report_command
+    from labelwise.cli.serve import serve_command
 
     app.command("report")(report_command)
     app.command("serve")(serve_command)

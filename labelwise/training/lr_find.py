@@ -22,13 +22,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
-import typer
 
-from .config import RunConfig
-from .errors import ConfigError, DataError
+from labelwise.config import RunConfig
+from labelwise.data.loaders import ArrayDataset, make_train_loader, sampling_weights
+from labelwise.data.splits import train_val_split
+from labelwise.data.transforms import AugmentConfig, augment_batch, mix_batch
+from labelwise.errors import ConfigError, DataError
+from labelwise.io import write_csv
+from labelwise.models.classifier import Classifier
+from labelwise.training.losses import build_loss, class_weights
+from labelwise.training.optim import build_optimizer
+from labelwise.training.prepare import init_head_bias, prepare, use_pretrained
 
 if TYPE_CHECKING:
     import torch
@@ -57,13 +64,6 @@ def lr_find(cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 1.0, num_ste
 
     import torch  # here, not at the top: the CLI imports this module for --help
 
-    from .data.module import ArrayDataset, make_train_loader, sampling_weights
-    from .data.splits import train_val_split
-    from .data.transforms import AugmentConfig, augment_batch, mix_batch
-    from .engine import build_optimizer
-    from .losses import build_loss, class_weights
-    from .models.classifier import Classifier
-    from .training import init_head_bias, prepare, use_pretrained
 
     if not (0 < start_lr < end_lr and math.isfinite(end_lr)):
         raise ConfigError(f"--start-lr ({start_lr}) must be positive and below --end-lr ({end_lr})")
@@ -142,7 +142,6 @@ def lr_find(cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 1.0, num_ste
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         plot_path = _plot(out / "lr_find.png", lrs_a, smooth_a, suggestion, method, min_lr)
-        from .bundle import write_csv
 
         csv_path = out / "lr_find.csv"
         write_csv(csv_path, ["lr", "loss", "smoothed_loss"],
@@ -181,7 +180,9 @@ def _cycle(loader):
 
 def _plot(path: Path, lrs: np.ndarray, losses: np.ndarray, suggestion: float, method: str,
           min_lr: float) -> Path:
-    from matplotlib.figure import Figure  # object API: no pyplot, no global backend switch
+    from matplotlib.figure import (
+        Figure,  # object API: no pyplot, no global backend switch
+    )
 
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
@@ -201,59 +202,3 @@ def _plot(path: Path, lrs: np.ndarray, losses: np.ndarray, suggestion: float, me
     return path
 
 
-def lr_find_command(
-    data: Path = typer.Argument(..., help="A folder (class subfolders; labels.csv + images/; annotations/ + "
-                                          "images/) or a CSV file."),
-    out_dir: Path = typer.Option(Path("runs/lr-find"), "--out", help="Folder for lr_find.png and lr_find.csv."),
-    model: str = typer.Option("auto", "--model", help="Backbone, as in train (auto: by image size)."),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
-                                              help="Start from ImageNet weights (default: when they ship offline)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Local .safetensors weights for the backbone."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in px (default: from the images)."),
-    val_split: float = typer.Option(0.2, "--val-split", help="Share held out (not used by the test), as in train."),
-    seed: int = typer.Option(0, "--seed"),
-    fmt: str = typer.Option("auto", "--format", help="Data format: auto, folder, csv-tags, csv-onehot, annotations."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder the CSV's image names are relative to."),
-    delimiter: str = typer.Option("auto", "--delimiter", help="Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |."),
-    strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error instead of skipped."),
-    loss: str = typer.Option("auto", "--loss", help="bce, focal, asl, soft-f1 (multi-label); ce (multi-class)."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Default: 0.1 for "
-                                                     "multi-class cross-entropy, 0 for multi-label."),
-    class_weights: str = typer.Option("none", "--class-weights", help="auto: weight rare labels up; none."),
-    sampler: str = typer.Option("none", "--sampler", help="balanced: over-sample images carrying rare labels."),
-    augment: str = typer.Option("default", "--augment", help="Augmentation preset, as in train."),
-    vflip: bool = typer.Option(False, "--vflip", help="Vertical flips too, as in train."),
-    mixup: float = typer.Option(0.0, "--mixup", help="MixUp Beta(a, a), as in train; 0 = off."),
-    cutmix: float = typer.Option(0.0, "--cutmix", help="CutMix Beta(a, a), as in train; 0 = off."),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | adam | sgd | rmsprop | adadelta, as in train."),
-    momentum: float = typer.Option(0.9, "--momentum", help="sgd / rmsprop momentum."),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="> 0: sweep with the backbone frozen (the "
-                                                                  "first phase of training)."),
-    backbone_lr_mult: float = typer.Option(0.1, "--backbone-lr-mult", help="Backbone LR relative to --lr, as in train."),
-    start_lr: float = typer.Option(1e-7, "--start-lr", help="First learning rate of the sweep."),
-    end_lr: float = typer.Option(1.0, "--end-lr", help="Last learning rate of the sweep."),
-    steps: int = typer.Option(100, "--steps", help="Batches in the sweep (the data is cycled when smaller)."),
-    accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu"),
-) -> None:
-    """Learning-rate range test: sweep the LR up exponentially over a few batches, plot the loss, suggest --lr."""
-    from rich.console import Console
-
-    from .training import make_config
-
-    cfg = make_config(data, out_dir, format=fmt, images=str(images) if images else None, delimiter=delimiter,
-                      val_split=val_split, image_size=image_size, strict=strict, backbone=model,
-                      pretrained=pretrained, weights=str(weights) if weights else None, batch_size=batch_size,
-                      loss=loss, label_smoothing=label_smoothing, class_weights=class_weights, sampler=sampler,
-                      augment=augment, vflip=vflip, mixup=mixup, cutmix=cutmix, optimizer=optimizer,
-                      momentum=momentum, weight_decay=weight_decay, freeze_epochs=freeze_epochs,
-                      backbone_lr_mult=backbone_lr_mult, seed=seed, accelerator=accelerator)
-    result = lr_find(cfg, start_lr=start_lr, end_lr=end_lr, num_steps=steps)
-    how = "where the loss falls fastest" if result.method == "steepest" else "the lowest loss / 10"
-    console = Console()
-    console.print(f"suggested learning rate: [bold]{result.suggestion:.2g}[/] ({how}; lowest loss at "
-                  f"{result.min_loss_lr:.2g}, {len(result.lrs)} steps"
-                  + (", stopped when the loss diverged" if result.stopped_early else "") + ")")
-    console.print(f"use it as the peak rate: labelwise train {data} --lr {result.suggestion:.2g} ...")
-    console.print(f"plot: [bold]{result.plot_path}[/]  data: {result.csv_path}")

@@ -1,44 +1,18 @@
-"""Ensembles: average the probabilities of several models, as one module that outputs logits.
-
-The output is chosen so that sigmoid / softmax of it gives back the mean member probability, so
-everything downstream (thresholds, metrics, export, serving) treats an ensemble like one model.
-"""
+"""Build an ensemble bundle from several runs; thresholds re-tuned on shared out-of-sample images."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from .errors import BundleError, LabelwiseError
-
-EPS = 1e-7  # keeps logit/log finite when a mean probability is exactly 0 or 1
-
-
-class Ensemble(nn.Module):
-    def __init__(self, members: list[nn.Module], multilabel: bool):
-        super().__init__()
-        if not members:
-            raise LabelwiseError("an ensemble needs at least one model")
-        self.members = nn.ModuleList(members)
-        self.multilabel = multilabel
-        first = members[0]
-        # input spec of the first member (they all share it; checked when building from runs)
-        self.register_buffer("mean", first.mean.clone())
-        self.register_buffer("std", first.std.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.multilabel:
-            p = torch.stack([torch.sigmoid(m(x)) for m in self.members]).mean(0).clamp(EPS, 1 - EPS)
-            return torch.log(p) - torch.log1p(-p)
-        p = torch.stack([torch.softmax(m(x), 1) for m in self.members]).mean(0)
-        return torch.log(p.clamp_min(EPS))
-
-    @property
-    def head(self) -> nn.Module:
-        """The first member's head (not registered here: the weights are stored once, in members.0)."""
-        return self.members[0].head
+from labelwise.errors import BundleError, LabelwiseError
+from labelwise.evaluation.metrics import MONITOR_DEFAULT, to_jsonable
+from labelwise.evaluation.scoring import TrainStats, score
+from labelwise.evaluation.thresholds import fit_thresholds
+from labelwise.io import write_json
+from labelwise.models.bundle import load_model, save_model
+from labelwise.models.ensemble import Ensemble
 
 
 def build_ensemble(runs: list[str | Path], out: str | Path, threshold_objective: str = "f1") -> dict:
@@ -49,10 +23,6 @@ def build_ensemble(runs: list[str | Path], out: str | Path, threshold_objective:
     """
     import csv
 
-    from .bundle import load_model, save_model, write_json
-    from .evaluation import TrainStats, score
-    from .metrics import MONITOR_DEFAULT, to_jsonable
-    from .thresholds import fit_thresholds
 
     if len(runs) < 2:
         raise LabelwiseError("`labelwise ensemble` needs at least two run directories")
@@ -114,3 +84,5 @@ def build_ensemble(runs: list[str | Path], out: str | Path, threshold_objective:
     save_model(out, ens, meta)
     write_json(out / "metrics.json", to_jsonable(result))
     return result
+
+

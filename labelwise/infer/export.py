@@ -29,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import typer
 from torch import nn
 
-from .bundle import WEIGHTS_FILE, ModelMeta, atomic_write_bytes, load_model, read_meta
-from .engines import ONNX_INPUT, ONNX_OUTPUTS
-from .errors import BundleError, ModelError, check_choice
+from labelwise.version import __version__
+from labelwise.errors import BundleError, ModelError, check_choice
+from labelwise.infer.engines import ONNX_INPUT, ONNX_OUTPUTS, OnnxEngine
+from labelwise.io import atomic_write_bytes
+from labelwise.models.bundle import WEIGHTS_FILE, ModelMeta, load_model, read_meta
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 DEFAULT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -84,7 +85,6 @@ def file_sha256(path: Path) -> str:
 def export_metadata(meta: ModelMeta, weights_sha256: str) -> dict[str, str]:
     """The ``labelwise.*`` metadata of an export. An existing export is current when it carries all of
     these with the same values: same weights, labels, thresholds, input spec and export format."""
-    from . import __version__
 
     c, s = meta.in_chans, meta.image_size
     return {
@@ -92,7 +92,7 @@ def export_metadata(meta: ModelMeta, weights_sha256: str) -> dict[str, str]:
         "labelwise.weights_sha256": weights_sha256,
         "labelwise.task": meta.labels.task,
         "labelwise.labels": json.dumps(list(meta.labels.names)),
-        "labelwise.thresholds": json.dumps([float(t) for t in meta.thresholds]),
+        "labelwise.evaluation.thresholds": json.dumps([float(t) for t in meta.thresholds]),
         "labelwise.at_least_one": json.dumps(meta.at_least_one),
         "labelwise.backbone": meta.backbone,
         "labelwise.input": json.dumps({
@@ -219,7 +219,6 @@ def _torch_outputs(model: nn.Module, x: torch.Tensor, multilabel: bool) -> tuple
 def verify_onnx(data: bytes, model: nn.Module, meta: ModelMeta, batch: int = 3) -> float:
     """Max |probability difference| between onnxruntime and PyTorch on a random batch; raises if above
     the tolerance (a broken export must never be written, let alone used)."""
-    from .engines import OnnxEngine
 
     x = _example_input(meta, batch, seed=1)
     _, expected = _torch_outputs(model, x, meta.labels.multilabel)
@@ -244,6 +243,10 @@ def _check(diff: float, what: str, meta: ModelMeta) -> float:
 
 
 # --------------------------------------------------------------------------- bundle-level API
+
+def _check_format(fmt: str) -> str:
+    return check_choice("--format", fmt, FORMATS)
+
 
 def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | None = None) -> ExportResult:
     """Export RUN to ``out`` (default RUN/model.onnx or RUN/model.torchscript.pt), verified against PyTorch.
@@ -322,35 +325,10 @@ def current_onnx(run_dir: str | Path, meta: ModelMeta | None = None,
     return data, ExportResult(None, "onnx", exporter, diff, time.perf_counter() - start, len(data))
 
 
-def _check_format(fmt: str) -> str:
-    return check_choice("--format", fmt, FORMATS)
 
 
 # --------------------------------------------------------------------------- CLI
 
-def export_command(
-    run: Path = typer.Argument(..., help="Run directory written by `labelwise train`."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx (fast CPU inference with onnxruntime) or torchscript."),
-    out_file: Path | None = typer.Option(None, "--out",
-                                            help="File to write (default RUN/model.onnx or RUN/model.torchscript.pt)."),
-) -> None:
-    """Export a trained model to ONNX or TorchScript; the export is checked against PyTorch before it is written."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    meta = read_meta(run)
-    result = export_model(run, fmt, out_file)
-    c, s, n = meta.in_chans, meta.image_size, len(meta.labels)
-    rule = "sigmoid per label; label j when probs[:, j] >= thresholds[j]" if meta.labels.multilabel else \
-        "softmax; the label is the argmax"
-    where = "the file's metadata_props (labelwise.*)" if result.format == "onnx" else \
-        "the archive's extra file labelwise.json"
-    Console(soft_wrap=True).print(
-        f"exported [bold]{escape(str(result.path))}[/] ({result.format}, {result.size_bytes / 1e6:.1f} MB, {result.seconds:.0f} s); "
-        f"matches PyTorch within {result.max_prob_diff:.1e} in probability on a random batch\n"
-        f"  input   {ONNX_INPUT}: float32 (batch, {c}, {s}, {s}), pixel values / 255 (the model normalises itself)\n"
-        f"  outputs logits, probs: float32 (batch, {n}); probs = {escape(rule)}\n"
-        f"  labels, thresholds and input spec: {where}")
 
 __all__ = [
     "FORMATS",

@@ -25,16 +25,23 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .labels import LabelSpace
-
-if TYPE_CHECKING:
-    from .training import Fitted, Prepared
+from labelwise.errors import ConfigError
+from labelwise.evaluation.metrics import (
+    MONITOR_DEFAULT,
+    compute_metrics,
+    higher_is_better,
+    summary_of,
+)
+from labelwise.io import write_csv
+from labelwise.labels import LabelSpace
+from labelwise.models.classifier import Classifier
+from labelwise.training.losses import build_loss, class_weights
+from labelwise.training.prepare import Fitted, Prepared, use_pretrained
 
 log = logging.getLogger("labelwise")
 
@@ -126,11 +133,6 @@ def _standardise(train_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
-def _higher_is_better(monitor: str) -> bool:
-    from .metrics import HIGHER_IS_BETTER
-
-    return HIGHER_IS_BETTER.get(monitor, not monitor.endswith("loss"))
-
 
 def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *,
              multilabel: bool, loss_name: str = "auto", label_smoothing: float = 0.0,
@@ -152,8 +154,6 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
     early, ``patience`` stops after that many epochs without improvement. Same inputs and ``seed``,
     same result.
     """
-    from .losses import build_loss
-    from .metrics import MONITOR_DEFAULT
 
     started = time.monotonic()
     task = "multilabel" if multilabel else "multiclass"
@@ -248,10 +248,6 @@ def fit_probe(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_di
     """
     import lightning.pytorch as L
 
-    from .bundle import write_csv
-    from .losses import class_weights
-    from .models.classifier import Classifier
-    from .training import Fitted, use_pretrained
 
     cfg, labels, y = prep.cfg, prep.labels, prep.samples.targets
     mcfg, tcfg = cfg.model, cfg.train
@@ -309,10 +305,9 @@ def fit_probe(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_di
 def _train_head(head, opt, sched, loss_fn, xt, yt, xv, yv, val_y, labels, gen, bs, max_epochs, monitor, patience,
                 time_limit_s, started, multilabel):
     """The epoch loop of ``fit_head``: returns (history rows, best epoch, (weight, bias) at the best epoch)."""
-    from .metrics import compute_metrics, summary_of
 
     n = len(xt)
-    higher = _higher_is_better(monitor)
+    higher = higher_is_better(monitor)
     best_score, best_loss, best_epoch, best_state = None, math.inf, 0, None
     history: list[dict[str, Any]] = []
     since_best = 0

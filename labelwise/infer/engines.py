@@ -22,7 +22,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .errors import ConfigError, check_choice
+from labelwise.errors import ConfigError, check_choice
+from labelwise.models.classifier import model_probs
 
 ENGINES: tuple[str, ...] = ("torch", "onnx")
 ONNX_INPUT = "pixels"  # float32 (N, C, S, S) in [0, 1]
@@ -55,18 +56,6 @@ def to_unit_float(pixels: np.ndarray) -> np.ndarray:
     return np.divide(pixels, np.float32(255.0), dtype=np.float32)
 
 
-@torch.inference_mode()
-def model_probs(model: torch.nn.Module, pixels: np.ndarray, multilabel: bool, batch_size: int = 128) -> np.ndarray:
-    """uint8 array (N, C, S, S) -> probabilities (N, num_labels) float32, in eval mode."""
-    model.eval()
-    out = []
-    for start in range(0, len(pixels), batch_size):
-        x = torch.from_numpy(pixels[start:start + batch_size]).float().div_(255.0)
-        logits = model(x.contiguous(memory_format=torch.channels_last))
-        out.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).float().numpy())
-    if not out:
-        return np.zeros((0, model.head.out_features), dtype=np.float32)
-    return np.concatenate(out)
 
 
 class TorchEngine:

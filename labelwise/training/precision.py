@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .auto import Choice
-from .errors import check_choice
+from labelwise.errors import check_choice
+from labelwise.training.auto import Choice
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
 

@@ -37,9 +37,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
-from .labels import LabelSpace
-from .thresholds import apply_thresholds, rank_columns
+from labelwise.errors import ConfigError
+from labelwise.evaluation.thresholds import apply_thresholds, rank_columns
+from labelwise.labels import LabelSpace
 
 MONITOR_DEFAULT: dict[str, str] = {"multilabel": "map", "multiclass": "accuracy"}
 
@@ -178,6 +178,11 @@ def multiclass_metrics(probs: np.ndarray, targets: np.ndarray, names: Sequence[s
     }
     out["confusion_matrix"] = cm.astype(int).tolist()
     return out
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a monitored metric; unknown names ending in 'loss' are minimised."""
+    return HIGHER_IS_BETTER.get(metric, not metric.endswith("loss"))
 
 
 def compute_metrics(probs: np.ndarray, targets: np.ndarray, labels: LabelSpace,

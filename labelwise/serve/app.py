@@ -27,31 +27,31 @@ import difflib
 import hashlib
 import hmac
 import logging
-import os
 import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
-import typer
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .data import images
-from .errors import ConfigError, ImageError
+from labelwise.version import __version__
+from labelwise.data import images
+from labelwise.errors import ConfigError, ImageError
+from labelwise.infer.predict import Predictor
+from labelwise.serve.limits import ServeLimits, make_limits
 
-log = logging.getLogger("labelwise.serve")
+log = logging.getLogger("labelwise.serve.app")
 
 ENGINES = ("torch", "onnx")
-TOKEN_ENV = "LABELWISE_TOKEN"
 # Magic bytes of the formats the decoder accepts; anything else is refused unread (415).
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (  # (signature, offset, format)
     (b"\xff\xd8\xff", 0, "JPEG"), (b"\x89PNG\r\n\x1a\n", 0, "PNG"), (b"GIF87a", 0, "GIF"),
@@ -63,36 +63,8 @@ _TOO_LARGE = re.compile(r"over the limit|too large|not enough memory")
 _MAX_NAME_CHARS = 200  # file names are echoed back; clip what a client may send
 
 
-@dataclass(frozen=True)
-class ServeLimits:
-    """Resource limits of one server; each is checked before any pixel is decoded."""
-
-    max_body_bytes: int = 32 * 2**20  # one request, multipart overhead included
-    max_files: int = 32  # images per request
-    max_pixels: int = 40_000_000  # per image, from its header (a 40 MP camera photo passes)
-    queue_size: int = 32  # requests admitted at once: reading, decoding, waiting or inferring
-    decode_workers: int = min(8, os.cpu_count() or 1)  # threads: Pillow releases the GIL
-    model_workers: int = 1  # concurrent forward passes; one already uses every core
-    max_batch: int = 32  # images per forward pass when requests wait for the model together
-    retry_after_s: int = 1  # what a 503 tells the client to wait
-    read_timeout_s: int = 60  # to send a whole body: a slow client must not hold a slot for ever (408)
-
-    def check(self) -> "ServeLimits":
-        for f in fields(self):
-            if int(getattr(self, f.name)) < 1:
-                raise ConfigError(f"serve limit {f.name} must be at least 1, got {getattr(self, f.name)}")
-        return self
 
 
-def make_limits(**overrides: Any) -> ServeLimits:
-    """ServeLimits with some fields changed; an unknown name is a ConfigError with a hint."""
-    names = [f.name for f in fields(ServeLimits)]
-    for key in overrides:
-        if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            raise ConfigError(f"unknown serve option {key!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
-                              + f" Options: {', '.join(names)}")
-    return replace(ServeLimits(), **overrides).check()
 
 
 @dataclass
@@ -124,7 +96,6 @@ def load_predictor(run_dir: str | Path, engine: str = "torch", threshold: float 
                    notify: Callable[[str], None] | None = None):
     """Predictor for a bundle; ``engine`` (and ``notify``, told before a slow ONNX export) are passed
     on only when the engine is not the default."""
-    from .predict import Predictor
 
     if engine not in ENGINES:
         hint = difflib.get_close_matches(engine, ENGINES, n=1)
@@ -363,7 +334,7 @@ def _bearer_check(token: str | None):
 
 def _page() -> tuple[str, str]:
     """The upload page and a Content-Security-Policy allowing exactly its inline script and style."""
-    html = resources.files("labelwise").joinpath("static/index.html").read_text(encoding="utf-8")
+    html = resources.files("labelwise.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
     def digest(tag: str) -> str:
         found = re.search(rf"<{tag}>(.*?)</{tag}>", html, re.S)
@@ -465,69 +436,9 @@ def create_app(run_dir: str | Path, token: str | None = None, engine: str = "tor
 
 
 def _version() -> str:
-    from . import __version__
 
     return __version__
 
 
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def serve_command(
-    run: Path = typer.Argument(..., help="Run directory written by `labelwise train` (model.safetensors + model.json)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 exposes it to the network."),
-    port: int = typer.Option(8000, "--port"),
-    token: Optional[str] = typer.Option(None, "--token", envvar=TOKEN_ENV, show_default=False,
-                                        help=f"Require 'Authorization: Bearer TOKEN'. Prefer the {TOKEN_ENV} "
-                                             "environment variable: a --token shows in `ps`."),
-    engine: str = typer.Option("torch", "--engine", help="Inference engine: torch or onnx."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
-    max_body_mb: float = typer.Option(ServeLimits.max_body_bytes / 2**20, "--max-body-mb",
-                                      help="Largest request body, MiB."),
-    max_files: int = typer.Option(ServeLimits.max_files, "--max-files", help="Most images per request."),
-    max_pixels: int = typer.Option(ServeLimits.max_pixels, "--max-pixels",
-                                   help="Largest image, in pixels, read from its header before decoding."),
-    queue_size: int = typer.Option(ServeLimits.queue_size, "--queue-size",
-                                   help="Requests in progress at once; more get 503 + Retry-After."),
-    max_batch: int = typer.Option(ServeLimits.max_batch, "--max-batch",
-                                  help="Most images in one forward pass (requests waiting together share it)."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug, info, warning, error."),
-) -> None:
-    """Serve a trained model over HTTP: POST /predict, GET /model, GET /health, and an upload page at /."""
-    import uvicorn
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if max_body_mb <= 0:
-        raise ConfigError(f"--max-body-mb must be positive, got {max_body_mb}")
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}")
-    app = create_app(run, token=token or None, engine=engine, threshold=threshold,
-                     notify=lambda line: console.print(f"[dim]{line}[/]"),
-                     max_body_bytes=int(max_body_mb * 2**20), max_files=max_files, max_pixels=max_pixels,
-                     queue_size=queue_size, max_batch=max_batch)
-    info = app.state.service.model_info()
-    console.print(f"[bold]serving[/] {run} ({info['task']}, {len(info['labels'])} labels, {info['backbone']}, "
-                  f"engine {engine}) at [bold]http://{host}:{port}/[/]"
-                  + (" — token required" if token else ""))
-    if not token and not _is_loopback(host):
-        console.print(f"[bold yellow]warning:[/] listening on {host} without a token: anyone who can reach "
-                      f"this machine can use the model. Set {TOKEN_ENV} or --token.")
-    # uvicorn's own cap on open connections and requests (503 beyond it): idle or slow connections
-    # cannot pile up without bound in front of the queue.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
-                limit_concurrency=max(64, 4 * queue_size))
-
-
-if __name__ == "__main__":  # python -m labelwise.serve RUN, before `labelwise serve` is registered
-    import sys
-
-    from .errors import LabelwiseError
-
-    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    _app.command()(serve_command)
-    try:
-        _app()
-    except LabelwiseError as _e:
-        sys.exit(f"error: {_e}")

@@ -15,11 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundle import ModelMeta, load_model, read_meta
-from .data import images
-from .data.decoded import decode_all
-from .engines import Engine, FlipTTA, OnnxEngine, TorchEngine, check_engine, model_probs
-from .thresholds import apply_thresholds
+from labelwise.data import images
+from labelwise.data.decoded import decode_all
+from labelwise.errors import DataError
+from labelwise.evaluation.thresholds import apply_thresholds
+from labelwise.infer.engines import (
+    Engine,
+    FlipTTA,
+    OnnxEngine,
+    TorchEngine,
+    check_engine,
+)
+from labelwise.infer.export import current_onnx
+from labelwise.models.bundle import ModelMeta, load_model, read_meta
+from labelwise.models.classifier import model_probs
 
 # progress: False (silent), True (a rich bar on stderr) or a callback(done_images, total_images)
 Progress = bool | Callable[[int, int], None]
@@ -52,7 +61,6 @@ class Predictor:
         exported first if missing or out of date; ``notify`` hears one line before that slow step)."""
         check_engine(engine)
         if engine == "onnx":
-            from .export import current_onnx
 
             meta = read_meta(Path(run_dir))
             source, _ = current_onnx(run_dir, meta, notify=notify)
@@ -151,7 +159,6 @@ def _progress(progress: Progress, total: int) -> Iterator[Callable[[int], None]]
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     """Expand files and folders (recursively, image extensions only) into a sorted list of paths."""
-    from .errors import DataError
 
     out: list[Path] = []
     for item in inputs:

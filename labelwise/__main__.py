@@ -1,0 +1,4 @@
+"""python -m labelwise ... == the labelwise command."""
+from labelwise.cli import main
+
+main()

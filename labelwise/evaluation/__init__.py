@@ -1,0 +1,1 @@
+"""evaluation: metrics, thresholds, baselines, scoring"""

@@ -1,0 +1,255 @@
+"""Resolve every option once: validate, load the data, choose backbone, input, strategy and precision, decode."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from labelwise.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from labelwise.data.cache import resolve_cache_dir
+from labelwise.data.decoded import decode_samples
+from labelwise.data.duplicates import (
+    describe_duplicates,
+    fingerprint_pixels,
+    fold_duplicates,
+)
+from labelwise.data.loaders import SAMPLERS, choose_input, median_side, probe_images
+from labelwise.data.samples import Samples
+from labelwise.data.sources import load_samples
+from labelwise.data.transforms import check_preset
+from labelwise.errors import ConfigError, DataError, check_choice
+from labelwise.evaluation.metrics import check_monitor
+from labelwise.labels import LabelSpace
+from labelwise.models.backbones import get_spec
+from labelwise.models.classifier import Classifier
+from labelwise.training.auto import (
+    check_strategy,
+    choose_backbone,
+    choose_strategy,
+    estimate_epoch_s,
+    min_input_side,
+)
+from labelwise.training.lightning import monitor_key
+from labelwise.training.optim import OPTIMIZERS, SCHEDULERS
+from labelwise.training.precision import PRECISIONS, choose_precision
+
+log = logging.getLogger("labelwise")
+DEFAULT_LABEL_SMOOTHING = 0.1  # multi-class cross-entropy, when --label-smoothing is not given
+
+
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _check(cfg: RunConfig) -> None:
+    t = cfg.train
+    if t.epochs is not None and t.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {t.epochs}")
+    if t.time_limit_s is not None and not t.time_limit_s > 0:
+        raise ConfigError(f"--time-limit must be positive, got {t.time_limit_s} s")
+    if t.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {t.batch_size}")
+    if not t.lr >= 0:
+        raise ConfigError(f"--lr must be >= 0, got {t.lr}")
+    if t.class_weights not in ("none", "auto"):
+        raise ConfigError(f"--class-weights must be 'auto' or 'none', got {t.class_weights!r}")
+    if t.threshold is not None and not 0.0 < t.threshold < 1.0:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {t.threshold}")
+    check_preset(t.augment)
+
+    check_choice("--optimizer", t.optimizer, OPTIMIZERS)
+    check_choice("--scheduler", t.scheduler, SCHEDULERS)
+    epochs = t.max_epochs
+    if t.freeze_epochs < 0 or t.freeze_epochs >= epochs and t.freeze_epochs > 0:
+        raise ConfigError(f"--freeze-epochs {t.freeze_epochs} must be between 0 and --epochs - 1 ({epochs - 1})")
+    if t.folds < 1:
+        raise ConfigError(f"--folds must be 2 or more for cross-validation (1 = a single split), got {t.folds}")
+    if t.mixup < 0 or t.cutmix < 0:
+        raise ConfigError("--mixup and --cutmix take a Beta concentration >= 0 (0 = off), e.g. 0.2 or 1.0")
+    check_choice("--sampler", t.sampler, SAMPLERS)
+
+    check_strategy(t.strategy)
+
+    check_choice("--precision", t.precision, PRECISIONS)
+    if t.strategy == "linear-probe" and (t.distributed != "auto" or t.num_nodes > 1):
+        raise ConfigError("--strategy linear-probe runs in one process (it embeds once and trains a head in "
+                          "seconds); drop --distributed / --num-nodes, or use --strategy finetune")
+    if t.max_empty_fraction is not None and not 0.0 <= t.max_empty_fraction < 1.0:
+        raise ConfigError(f"--max-empty-fraction must be in [0, 1), got {t.max_empty_fraction}")
+
+
+def load_data(cfg: DataConfig) -> Samples:
+
+    images = Path(cfg.images) if cfg.images else None
+    return load_samples(Path(cfg.data), fmt=cfg.format, images=images, delimiter=cfg.delimiter,
+                        group_by=cfg.group_by)
+
+
+@dataclass
+class Prepared:
+    """Decoded data and the choices made from it, shared by every fold of a run."""
+
+    cfg: RunConfig  # with the resolved image size and channels
+    samples: Samples
+    pixels: np.ndarray  # (N, C, S, S) uint8
+    monitor: str
+    loss_name: str
+    warnings: list[str] = field(default_factory=list)  # e.g. near-duplicates across the split
+    notes: list[str] = field(default_factory=list)  # what --model auto / --strategy auto picked, and why
+    option_warnings: list[str] = field(default_factory=list)  # options that will not do what the user hopes
+
+    @property
+    def labels(self) -> LabelSpace:
+        return self.samples.labels
+
+
+@dataclass
+class Fitted:
+    model: torch.nn.Module
+    val_probs: np.ndarray
+    wall_s: float
+    epochs_run: int
+    epochs_total: int
+    best_epoch: int
+
+
+def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None,
+            on_note: Callable[[str], None] | None = None) -> Prepared:
+    """Validate options, load the data source, choose the backbone, strategy and input spec (--model auto,
+    --strategy auto, sizes from the images), then decode every image once (through the decode cache)."""
+    from dataclasses import replace
+
+
+    _check(cfg)
+    _quiet_lightning()
+    dcfg, tcfg = cfg.data, cfg.train
+    samples = load_data(dcfg)
+    labels = samples.labels
+    monitor = check_monitor(monitor_key(labels, tcfg), labels.task)
+    loss_name = tcfg.loss if tcfg.loss != "auto" else ("bce" if labels.multilabel else "ce")
+    notes: list[str] = []
+    probed = probe_images(samples, dcfg)  # headers of up to 200 images: sizes and channel counts
+    side = median_side(probed)
+    backbone = choose_backbone(cfg.model.backbone, side, len(samples), tcfg.strategy)
+    spec = get_spec(backbone.value)
+    mcfg = replace(cfg.model, backbone=backbone.value)
+    inp = choose_input(samples, dcfg, min_size=spec.min_size, multiple=spec.size_multiple, probed=probed)
+    if backbone.reason:
+        notes.append(f"{backbone.reason} ({inp.size} px, {inp.channels} channel{'s' if inp.channels > 1 else ''})")
+    strategy = _choose_strategy(cfg.with_(model=mcfg, data=_resolved(dcfg, inp)), len(samples), labels, notes)
+    min_side = min_input_side(spec.min_size, use_pretrained(mcfg), strategy, side)
+    if min_side > inp.size and dcfg.image_size is None:
+        inp = choose_input(samples, dcfg, min_size=min_side, multiple=spec.size_multiple, probed=probed)
+        notes.append(f"{inp.size} px input: a linear probe of ImageNet features needs at least {min_side} px")
+    samples, pixels = decode_samples(samples, inp.size, inp.channels, strict=dcfg.strict,
+                                     max_pixels=dcfg.max_pixels, workers=dcfg.workers,
+                                     cache_dir=resolve_cache_dir(dcfg.cache))
+    if on_skipped and samples.skipped:
+        on_skipped(samples.skipped)
+    if len(samples) < 2:
+        raise DataError(f"{dcfg.data}: fewer than 2 readable images; nothing to train on")
+    # absolute data path in config.yaml: the report and `evaluate` find the data from anywhere
+    resolved = replace(_resolved(dcfg, inp), data=str(Path(dcfg.data).resolve()))
+    smoothing = tcfg.label_smoothing
+    if smoothing is None:  # softened one-hot targets: ~+0.5 point on Fashion-MNIST in a 10-minute budget
+        smoothing = DEFAULT_LABEL_SMOOTHING if loss_name == "ce" else 0.0
+    precision = _choose_precision(tcfg, mcfg, strategy, notes)
+    prep = Prepared(cfg.with_(data=resolved, model=mcfg,
+                              train=replace(tcfg, strategy=strategy, label_smoothing=smoothing,
+                                            precision=precision, epochs=tcfg.max_epochs)),
+                    samples, pixels, monitor, loss_name, notes=notes)
+    if tcfg.freeze_epochs and not use_pretrained(mcfg):
+        prep.option_warnings.append(f"--freeze-epochs {tcfg.freeze_epochs} with a from-scratch backbone "
+                                    f"({backbone.value}) trains the head on random features at first; it only "
+                                    "helps with pretrained weights")
+    for note in prep.notes:
+        log.info(note)
+        if on_note and _is_rank_zero():
+            on_note(note)
+    return prep
+
+
+def _choose_precision(tcfg: TrainConfig, mcfg: ModelConfig, strategy: str, notes: list[str]) -> str:
+
+    if strategy != "finetune" and tcfg.precision == "auto":
+        return "32"  # a linear probe embeds in inference mode and trains its head in seconds
+    choice = choose_precision(tcfg.precision, accelerator=tcfg.accelerator, backbone=mcfg.backbone,
+                              cpu_bf16=get_spec(mcfg.backbone).cpu_bf16)
+    if choice.reason:
+        notes.append(choice.reason)
+    return choice.value
+
+
+def _choose_strategy(cfg: RunConfig, n_images: int, labels: LabelSpace, notes: list[str]) -> str:
+    """Resolve --strategy auto before decoding (the probe may want larger inputs), from the split sizes
+    that training will use and, with --time-limit, a timed fine-tuning step at the chosen input size."""
+
+    mcfg, tcfg, dcfg = cfg.model, cfg.train, cfg.data
+    k = tcfg.folds
+    n_val = n_images // k if k > 1 else int(round(n_images * dcfg.val_split))
+    n_train = n_images - n_val
+
+    def epoch_s() -> float:
+        model = Classifier(mcfg.backbone, len(labels), in_chans=dcfg.channels, pretrained=False,
+                           drop_rate=mcfg.drop_rate, fusion=mcfg.fusion)
+        shape = (dcfg.channels, dcfg.image_size, dcfg.image_size)
+        return estimate_epoch_s(model, shape, n_train, n_val, min(tcfg.batch_size, max(2, n_train)))
+
+    choice = choose_strategy(tcfg.strategy, pretrained=use_pretrained(mcfg), n_train=n_train,
+                             time_limit_s=tcfg.time_limit_s, epoch_estimate_s=epoch_s)
+    if choice.reason:
+        notes.append(choice.reason)
+    return choice.value
+
+
+def check_duplicates(prep: Prepared, splits: list[tuple[np.ndarray, np.ndarray]],
+                     on_warning: Callable[[str], None] | None = None) -> None:
+    """Warn about exact and near-duplicate images on both sides of a split (leakage), with their paths."""
+
+    lines = describe_duplicates(fold_duplicates(fingerprint_pixels(prep.pixels), splits), prep.samples.paths)
+    if lines:
+        prep.warnings.append(lines[0] + " Use --group-by to keep copies of one image in the same split.")
+        if on_warning and _is_rank_zero():
+            for line in lines:
+                on_warning(line)
+
+
+def _is_rank_zero() -> bool:
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def use_pretrained(mcfg: ModelConfig) -> bool:
+    """--pretrained / --no-pretrained as given; unset = yes when the backbone ships weights offline."""
+    if mcfg.pretrained is not None:
+        return mcfg.pretrained
+
+    return get_spec(mcfg.backbone).pretrained == "builtin-offline"
+
+
+def init_head_bias(model: torch.nn.Module, train_targets: np.ndarray, labels: LabelSpace) -> None:
+    """Start the head at the label priors (log-odds / log-frequency), not at 50/50.
+
+    With a zero-initialised head, every image starts at the training frequency of each label, so
+    the first steps learn from the image instead of the class balance (as in RetinaNet's prior init).
+    """
+    freq = np.clip(np.asarray(train_targets, dtype=np.float64).mean(0), 1e-4, 1 - 1e-4)
+    bias = np.log(freq / (1 - freq)) if labels.multilabel else np.log(freq)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.as_tensor(bias, dtype=model.head.bias.dtype))
+
+
+def _resolved(d: DataConfig, inp) -> DataConfig:
+    from dataclasses import replace
+
+    return replace(d, image_size=inp.size, channels=inp.channels)
+
+
