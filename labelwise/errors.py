@@ -37,6 +37,10 @@ def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
     choices = list(choices)
     if value in choices:
         return value
-    hint = difflib.get_close_matches(str(value), choices, n=1)
-    raise ConfigError(f"{option} {value!r} is not known; choose one of {', '.join(choices)}"
-                      + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    raise ConfigError(f"{option} {value!r} is not known; choose one of {', '.join(choices)}" + did_you_mean(value, choices))
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" for the closest choice, or "" when none is close: the one did-you-mean of labelwise."""
+    hint = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""

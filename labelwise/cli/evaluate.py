@@ -1,0 +1,38 @@
+"""labelwise evaluate"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from labelwise.cli.console import (
+    _print_skipped,
+    out,
+)
+from labelwise.cli.help import DATA_HELP, ENGINE_HELP, FORMAT_HELP
+from labelwise.cli.scores import print_scores
+
+
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory written by `labelwise train`."),
+    data: Path = typer.Argument(..., help=DATA_HELP),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    images: Optional[Path] = typer.Option(None, "--images"),
+    delimiter: str = typer.Option("auto", "--delimiter", help="Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |."),
+    strict: bool = typer.Option(False, "--strict"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Metrics JSON to write (default RUN/evaluation.json)."),
+    engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
+    tta: bool = typer.Option(False, "--tta", help="Average predictions over flipped copies (test-time augmentation)."),
+) -> None:
+    """Score a trained model on a labelled dataset, next to trivial baselines."""
+    from labelwise.infer.evaluate_bundle import evaluate as run_evaluate
+
+    result = run_evaluate(run, data, fmt=fmt, images=images, delimiter=delimiter, strict=strict,
+                          threshold=threshold, out=out_file, engine=engine, tta=tta)
+    _print_skipped([(Path(s["path"]), s["reason"]) for s in result["skipped_images"]])
+    print_scores(result)
+    out.print(f"metrics written to [bold]{result['written_to']}[/]")
+
+

@@ -1,0 +1,5 @@
+"""Help strings shared by several commands."""
+DATA_HELP = "A folder (class subfolders; labels.csv + images/; annotations/ + images/) or a CSV file."
+FORMAT_HELP = "Data format: auto, folder, csv-tags, csv-onehot, annotations."
+DELIMITER_HELP = "Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |."
+ENGINE_HELP = "torch (PyTorch) or onnx (onnxruntime; exports RUN/model.onnx once, kept in step with the weights)."

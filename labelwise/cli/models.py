@@ -1,0 +1,17 @@
+"""labelwise models"""
+from __future__ import annotations
+
+from labelwise.cli.console import (
+    out,
+)
+
+
+def models_cmd() -> None:
+    """List the registered backbones (any timm model name works too)."""
+    from labelwise.models.backbones import get_spec, list_backbones
+
+    for name in list_backbones():
+        spec = get_spec(name)
+        out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  {spec.description}")
+
+
