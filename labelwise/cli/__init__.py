@@ -19,7 +19,9 @@ from labelwise.cli import (
     models,
     predict,
     report,
+    review,
     serve,
+    suggest,
     train,
 )
 from labelwise.cli.console import console
@@ -35,6 +37,7 @@ COMMANDS = {
     "train": train.train, "evaluate": evaluate.evaluate, "predict": predict.predict, "report": report.report_command,
     "export": export.export_command, "serve": serve.serve_command, "ensemble": ensemble.ensemble,
     "inspect": inspect.inspect, "lr-find": lr_find.lr_find_command, "models": models.models_cmd, "cache": cache.cache,
+    "review": review.review_command, "suggest": suggest.suggest_command,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)
