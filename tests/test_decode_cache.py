@@ -1,4 +1,4 @@
-"""The on-disk decode cache (labelwise/data/cache.py) through decode_all / decode_samples: reused across
+"""The on-disk decode cache (labelwise/data/cache/) through decode_all / decode_samples: reused across
 runs, invalidated by content, bit-identical to decoding, safe with two processes, harmless when broken."""
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Decoding is the slow part of a small-model epoch; doing it once and augmenting whole batches as
 tensor ops afterwards keeps per-image Python out of the training loop. Unreadable files are reported
 by path and dropped (``strict`` makes them an error), so no epoch can crash on a bad image.
-With a cache directory, decoded images persist across runs (cache.py): a second run on the same
+With a cache directory, decoded images persist across runs (cache/): a second run on the same
 files decodes nothing, and an edited file is decoded again.
 """
 from __future__ import annotations

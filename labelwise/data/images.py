@@ -3,7 +3,7 @@
 Every image labelwise reads goes through here, so every odd file behaves the same everywhere:
 
 * Pillow decodes the common formats; tifffile decodes TIFFs with any number of bands (HWC or
-  CHW: the band axis is the small one). The format is sniffed from the content, not the name.
+  CHW: the band axis is the small one; tiff.py). The format is sniffed from the content, not the name.
 * EXIF orientation is applied; palette -> RGB; CMYK/YCbCr/LAB -> RGB; transparent images
   (LA, RGBA, palette with transparency) are composited on white; grayscale stays 1 channel.
 * Sample values become uint8: 16-bit is scaled (x / 257, rounded: the full range is mapped, never
@@ -30,9 +30,10 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from labelwise.data.sources.base import IMAGE_EXTENSIONS  # noqa: F401  (re-exported: what counts as an image)
+from labelwise.data.tiff import TIFF_MAGIC, CodecError, check_pixels, read_tiff, tiff_layout, to_uint8
 from labelwise.errors import ImageError
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS: int = 100_000_000
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -40,7 +41,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 # Only the Pillow plugins for the formats above (MPO: multi-picture JPEGs from cameras). A
 # whitelist keeps risky plugins (EPS runs Ghostscript) away from a file that merely has a nice name.
 _PIL_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF")
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 # Pillow modes the decoder turns into 1 channel; every other Pillow mode becomes RGB.
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _COLOR_MODES = frozenset({"P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"})
@@ -76,9 +76,9 @@ def image_channels(info: ImageInfo) -> int:
 def probe(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Read only the header: size, mode, bands, format. Raises ImageError."""
     with _open_file(path) as (f, name), _guard(name):
-        if _sniff(f, name) in _TIFF_MAGIC:
+        if _sniff(f, name) in TIFF_MAGIC:
             with tifffile.TiffFile(f) as tif:
-                layout = _tiff_layout(tif, name, max_pixels)
+                layout = tiff_layout(tif, name, max_pixels)
                 if layout is not None:
                     h, w, c = layout.hwc
                     if layout.orientation in (5, 6, 7, 8):
@@ -124,10 +124,10 @@ def _decode(f: BinaryIO, name: str, max_pixels: int, size: int | None, channels:
     with _guard(name):
         got: tuple[np.ndarray, int] | None = None
         tiff_error: BaseException | None = None
-        if _sniff(f, name) in _TIFF_MAGIC:
+        if _sniff(f, name) in TIFF_MAGIC:
             try:
-                got = _read_tiff(f, name, max_pixels)
-            except _CodecError as exc:  # e.g. LZW without imagecodecs: Pillow may still manage
+                got = read_tiff(f, name, max_pixels)
+            except CodecError as exc:  # e.g. LZW without imagecodecs: Pillow may still manage
                 tiff_error = exc.__cause__
             if got is not None and size is not None:
                 got = _resize_bands(got[0], size), got[1]
@@ -171,7 +171,7 @@ def _read_pil(f: BinaryIO, name: str, max_pixels: int, size: int | None,
 
 def _open_pil(f: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     img = Image.open(f, formats=_pil_formats())
-    _check_pixels(*img.size, max_pixels, name)
+    check_pixels(*img.size, max_pixels, name)
     return img
 
 
@@ -193,98 +193,8 @@ def _standard_mode(img: Image.Image) -> Image.Image:
     if mode == "P":
         return img.convert("RGBA" if "transparency" in img.info else "RGB")
     if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float gray
-        return Image.fromarray(_to_uint8(np.asarray(img)))
+        return Image.fromarray(to_uint8(np.asarray(img)))
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
-
-
-class _CodecError(Exception):
-    """tifffile read the header but not the pixel data (cause attached)."""
-
-
-@dataclass(frozen=True)
-class _TiffLayout:
-    shape: tuple[int, ...]  # the series shape without singleton axes (Y and X always kept)
-    band_axis: int | None  # index into shape, None for a single band
-    hwc: tuple[int, int, int]
-    dtype: np.dtype
-    orientation: int
-
-
-def _tiff_layout(tif: tifffile.TiffFile, name: str, max_pixels: int) -> _TiffLayout | None:
-    """Header facts for a TIFF that tifffile should read, or None to let Pillow handle it."""
-    series = tif.series[0]
-    page = tif.pages[0]
-    photometric = tifffile.PHOTOMETRIC
-    if page.photometric not in (photometric.MINISBLACK, photometric.RGB) or page.bitspersample == 1:
-        # Palette, CMYK, YCbCr, min-is-white and bilevel TIFFs are pictures: Pillow renders them.
-        # Extra samples (alpha or not) stay bands: a 4th band may be near-infrared, never drop it.
-        return None
-    dims = [(n, a) for n, a in zip(series.shape, series.axes) if n != 1 or a in "YX"]
-    sizes = tuple(n for n, _ in dims)
-    axes = "".join(a for _, a in dims)
-    if len(sizes) == 2:
-        band_axis = None
-        (h, w), c = sizes, 1
-    elif len(sizes) == 3:
-        # A declared sample axis wins; else the bands are the small axis (tie: HWC).
-        band_axis = axes.index("S") if "S" in axes else (2 if sizes[2] <= sizes[0] else 0)
-        if band_axis == 1:
-            raise ImageError(f"TIFF has an unsupported layout {series.shape} ({series.axes}): {name}")
-        c = sizes[band_axis]
-        h, w = (sizes[0], sizes[1]) if band_axis == 2 else (sizes[1], sizes[2])
-    else:
-        raise ImageError(f"TIFF has shape {series.shape} ({series.axes}); expected HxW, HxWxC "
-                         f"or CxHxW (a stack or pyramid is not one image): {name}")
-    _check_pixels(w, h, max_pixels, name)
-    if h * w * c > 4 * max_pixels:  # same byte budget as an RGBA image at the pixel cap
-        raise ImageError(f"TIFF has {c} bands of {w}x{h}, over the limit of {4 * max_pixels:,} "
-                         f"values; raise max_pixels if it is genuine: {name}")
-    tag = page.tags.get(274)  # Orientation: rare in TIFFs, but the same EXIF meaning
-    orientation = int(tag.value) if tag is not None and 1 <= int(tag.value) <= 8 else 1
-    return _TiffLayout(sizes, band_axis, (h, w, c), np.dtype(series.dtype), orientation)
-
-
-def _read_tiff(f: BinaryIO, name: str, max_pixels: int) -> tuple[np.ndarray, int] | None:
-    with tifffile.TiffFile(f) as tif:
-        layout = _tiff_layout(tif, name, max_pixels)
-        if layout is None:
-            return None
-        try:
-            data = tif.series[0].asarray()
-        except Exception as exc:
-            raise _CodecError() from exc
-    data = data.reshape(layout.shape)
-    if layout.band_axis is None:
-        data = data[:, :, None]
-    elif layout.band_axis == 0:
-        data = np.moveaxis(data, 0, -1)
-    return _to_uint8(data), layout.orientation
-
-
-def _to_uint8(a: np.ndarray) -> np.ndarray:
-    """Scale samples to uint8 by type (see the module docstring); multi-band images share one scale."""
-    if a.dtype == np.uint8:
-        return a
-    if a.dtype == np.bool_:
-        return a.astype(np.uint8) * 255
-    if a.dtype == np.uint16:
-        return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(x / 257): 65535 -> 255
-    if np.issubdtype(a.dtype, np.integer):
-        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-        if lo >= 0 and hi <= 65535:
-            return ((a.astype(np.int64) + 128) // 257).astype(np.uint8)
-        return _minmax(a.astype(np.float64), lo, hi)
-    a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if lo >= 0.0 and hi <= 1.0:
-        return np.rint(a * 255.0).astype(np.uint8)
-    return _minmax(a, lo, hi)
-
-
-def _minmax(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    if hi <= lo:
-        return np.zeros(a.shape, np.uint8)
-    return np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- pixels
@@ -353,14 +263,6 @@ def _orientation(img: Image.Image) -> int:
 
 
 # --------------------------------------------------------------------------- safety
-
-
-def _check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
-    if width <= 0 or height <= 0:
-        raise ImageError(f"image header says {width}x{height} pixels: {name}")
-    if width * height > max_pixels:
-        raise ImageError(f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                         f"{max_pixels:,} (a decompression bomb?); raise max_pixels if it is genuine: {name}")
 
 
 def _check_request(size: int, channels: int) -> None:

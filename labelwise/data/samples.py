@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from labelwise.labels import LabelSpace
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -28,6 +30,8 @@ class Samples:
     groups: np.ndarray | None = None  # (N,) group key per image; None = every image is its own group
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         self.targets = np.asarray(self.targets, dtype=np.uint8).reshape(len(self.paths), len(self.labels))
         if self.groups is not None:
             self.groups = np.asarray(self.groups)
@@ -39,16 +43,22 @@ class Samples:
 
     def class_index(self) -> np.ndarray:
         """Multi-class targets as int64 indices, shape (N,)."""
+        import numpy as np
+
         return self.targets.argmax(axis=1).astype(np.int64)
 
     def group_ids(self) -> np.ndarray:
         """Dense int64 group ids in [0, n_groups), shape (N,); every image its own group when none are set."""
+        import numpy as np
+
         if self.groups is None:
             return np.arange(len(self), dtype=np.int64)
         # as str: int and str keys sort together and a mixed object array cannot break np.unique
         return np.unique(self.groups.astype(str), return_inverse=True)[1].astype(np.int64).reshape(-1)
 
     def subset(self, idx) -> "Samples":
+        import numpy as np
+
         idx = np.asarray(idx, dtype=np.int64)
         return Samples([self.paths[i] for i in idx], self.targets[idx], self.labels, self.source, self.origin,
                        list(self.skipped), None if self.groups is None else self.groups[idx])

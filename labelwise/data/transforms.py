@@ -13,29 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labelwise.errors import ConfigError
+from labelwise.data.augment_presets import AUGMENT_PRESETS, check_preset  # noqa: F401  (re-exported)
 
-AUGMENT_PRESETS = {
-    "none": "no augmentation",
-    "light": "random horizontal flip",
-    "default": "horizontal flip + random shift of up to 1/8 of the side (reflect padding)",
-    "strong": "flip + random resized crop (scale 0.35-1) + rotation (±15°) + shift + brightness/contrast "
-              "jitter + random erasing",
-    "trivial": "flip + TrivialAugmentWide (one random op of random strength per group of 8 images; "
-               "N-band images get 'strong' instead)",
-}
 TRIVIAL_GROUP = 8  # images sharing one TrivialAugment op: per-image ops would put Python back in the loop
-
-
-def check_preset(name: str) -> str:
-    if name not in AUGMENT_PRESETS:
-        import difflib
-
-        hint = difflib.get_close_matches(name, AUGMENT_PRESETS, n=1)
-        did = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ConfigError(f"--augment {name!r} is not a preset.{did} Presets: "
-                          + "; ".join(f"{k}: {v}" for k, v in AUGMENT_PRESETS.items()))
-    return name
 
 
 @dataclass(frozen=True)
