@@ -33,7 +33,7 @@ def _precision_recall(p, t, th):
 @pytest.mark.parametrize("decimals", [2, None])
 def test_f1_beats_every_grid_threshold(seed, decimals):
     p, t = _data(seed, decimals=decimals)
-    th = fit_thresholds(p, t, "f1")
+    th = fit_thresholds(p, t, "f1", robust=False)
     grid = np.linspace(0, 1, 1001)
     for j in range(t.shape[1]):
         best_grid = max(_f1(p[:, j], t[:, j], g) for g in grid)
@@ -48,18 +48,18 @@ def test_threshold_is_midpoint_between_distinct_probabilities():
     p = np.array([[0.9], [0.6], [0.6], [0.2], [0.1]])
     t = np.array([[1], [1], [0], [0], [0]])
     # Cuts: >=0.9 F1 2/3; >=0.6 F1 2*2/(3+2)=0.8 -> the best; midpoint of 0.6 and 0.2.
-    assert fit_thresholds(p, t)[0] == pytest.approx(0.4)
+    assert fit_thresholds(p, t, robust=False)[0] == pytest.approx(0.4)
     # Predicting every image is optimal: half the lowest probability.
-    assert fit_thresholds(np.array([[0.3], [0.2]]), np.array([[1], [1]]))[0] == pytest.approx(0.1)
+    assert fit_thresholds(np.array([[0.3], [0.2]]), np.array([[1], [1]]), robust=False)[0] == pytest.approx(0.1)
 
 
 def test_label_without_positives_keeps_fallback():
     p, t = _data(3)
     t[:, 1] = 0
-    fit = fit_thresholds_detailed(p, t, "f1")
+    fit = fit_thresholds_detailed(p, t, "f1", robust=False)
     assert fit.thresholds[1] == 0.5 and not fit.fitted[1] and fit.fitted[0]
-    assert fit_thresholds(p, t, fallback=0.7)[1] == 0.7
-    few = fit_thresholds_detailed(p, t, min_positives=10_000)
+    assert fit_thresholds(p, t, fallback=0.7, robust=False)[1] == 0.7
+    few = fit_thresholds_detailed(p, t, min_positives=10_000, robust=False)
     assert (few.thresholds == 0.5).all() and not few.fitted.any()
 
 
@@ -150,3 +150,68 @@ def test_fit_is_consistent_with_apply():
     for j in range(t.shape[1]):
         assert m["per_class"][str(j)]["f1"] == pytest.approx(fit.f1[j])
         assert pred[:, j].sum() == m["per_class"][str(j)]["predicted"]
+
+
+# ----------------------------------------------------------------------------- robust F1 (issue 16)
+
+def _simulated(seed: int, n: int, shift: np.ndarray | float = 0.0):
+    """A calibrated model on skewed labels (2-5% rare ones); ``shift`` adds log(pos_weight) to the
+    logits, which is what class weights do to a model's probabilities (over-predicting rare labels)."""
+    rng = np.random.default_rng(seed)
+    prevalence = np.array([0.6, 0.3, 0.12, 0.05, 0.03, 0.02])
+    logit = rng.normal(np.log(prevalence / (1 - prevalence)) - 1.0, 2.0, (n, len(prevalence)))
+    p = 1 / (1 + np.exp(-logit))
+    t = (rng.random(p.shape) < p).astype(np.uint8)
+    return 1 / (1 + np.exp(-(logit + shift))), t
+
+
+def _held_out_gain(shift, seeds=range(8), n_val=400, n_test=4000):
+    gains = []
+    for seed in seeds:
+        pv, tv = _simulated(seed, n_val, shift)
+        pt, tt = _simulated(1000 + seed, n_test, shift)
+        tuned = multilabel_metrics(pt, tt, fit_thresholds(pv, tv))
+        half = multilabel_metrics(pt, tt, 0.5)
+        gains.append((tuned["f1_macro"] - half["f1_macro"], tuned["exact_match"] - half["exact_match"]))
+    return np.array(gains).mean(axis=0)
+
+
+def test_robust_thresholds_do_not_lose_to_half_on_a_calibrated_model():
+    # On calibrated probabilities 0.5 is already the accuracy-optimal cut: tuning must not cost
+    # exact match on new images (the exact F1 optimum did: it trades accuracy for F1 on validation).
+    f1_gain, em_gain = _held_out_gain(0.0)
+    assert f1_gain > -0.005 and em_gain > -0.005, (f1_gain, em_gain)
+
+
+def test_robust_thresholds_fix_a_class_weighted_models_cutoff():
+    prevalence = np.array([0.6, 0.3, 0.12, 0.05, 0.03, 0.02])
+    pos_weight = np.minimum((1 - prevalence) / prevalence, 10.0)
+    f1_gain, em_gain = _held_out_gain(np.log(pos_weight))
+    assert f1_gain > 0.03 and em_gain > 0.05, (f1_gain, em_gain)
+
+
+def test_labels_with_few_positives_get_the_global_cut():
+    from labelwise.evaluation.thresholds import MIN_SUPPORT, fallback_labels
+
+    p, t = _simulated(3, 300)
+    t[:, 5] = 0
+    t[:3, 5] = 1  # 3 positives: too few for a cut of its own
+    fit = fit_thresholds_detailed(p, t)
+    assert fit.fallback.tolist() == (t.sum(0) < MIN_SUPPORT).tolist() == fallback_labels(t).tolist()
+    assert fit.fallback[5] and not fit.fallback[0]
+    assert fit.thresholds[5] == fit.global_threshold and 0 < fit.global_threshold < 1
+    assert not fit.fitted[5] and fit.fitted[0]
+    # a label with many positives keeps a cut of its own, shrunk from its own fit toward the global cut
+    from labelwise.evaluation.thresholds import _constrained_f1_cut
+
+    own = _constrained_f1_cut(p, t, 0.5)[0]
+    lo, hi = sorted((own, fit.global_threshold))
+    assert lo - 1e-9 <= fit.thresholds[0] <= hi + 1e-9
+
+
+def test_robust_fit_is_deterministic_and_valid():
+    p, t = _data(9)
+    a, b = fit_thresholds(p, t), fit_thresholds(p.copy(), t.copy())
+    assert np.array_equal(a, b) and ((a > 0) & (a < 1)).all()
+    empty = fit_thresholds_detailed(p[:0], t[:0])
+    assert empty.thresholds.tolist() == [0.5] * t.shape[1]

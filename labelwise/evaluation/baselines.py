@@ -77,23 +77,24 @@ def baseline_scores_from_stats(label_freq: np.ndarray, most_common_set: np.ndarr
     c = len(labels)
     if ev.ndim != 2 or ev.shape[1] != c:
         raise ValueError(f"targets must be (N, {c}); got {ev.shape}")
-    n = ev.shape[0]
+    candidates = baseline_predictions(label_freq, most_common_set, ev.shape[0], labels)
+    return {name: summary_of(compute_metrics(p, ev, labels)) for name, p in candidates.items()}
+
+
+def baseline_predictions(label_freq: np.ndarray, most_common_set: np.ndarray, n: int, labels: LabelSpace
+                         ) -> dict[str, np.ndarray]:
+    """{baseline name: (n, C) constant probabilities} that the trivial baselines predict for n images
+    (scored at 0.5 like any model; the bootstrap intervals resample them with the model)."""
+    c = len(labels)
     freq = np.asarray(label_freq, dtype=np.float64)
     if labels.multilabel:
-        candidates = {
-            "predict_nothing": np.zeros((n, c)),
-            "label_frequency": np.broadcast_to(freq, (n, c)),
-            "most_common_set": np.broadcast_to(np.asarray(most_common_set, np.float64), (n, c)),
-        }
+        rows = {"predict_nothing": np.zeros(c), "label_frequency": freq,
+                "most_common_set": np.asarray(most_common_set, np.float64)}
     else:
         majority = np.zeros(c)
         majority[int(np.argmax(freq))] = 1.0
-        candidates = {
-            "majority_class": np.broadcast_to(majority, (n, c)),
-            "class_frequency": np.broadcast_to(freq, (n, c)),
-        }
-    return {name: summary_of(compute_metrics(np.ascontiguousarray(p), ev, labels))
-            for name, p in candidates.items()}
+        rows = {"majority_class": majority, "class_frequency": freq}
+    return {name: np.ascontiguousarray(np.broadcast_to(row, (n, c))) for name, row in rows.items()}
 
 
 def sanity_warnings(model_metrics: dict[str, Any], baselines: dict[str, dict], monitor: str,
