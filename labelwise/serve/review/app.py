@@ -193,16 +193,26 @@ def _as_png(path) -> bytes:
 
 
 def class_activation_png(session: ReviewSession, path, label: str) -> bytes | None:
-    """A class-activation overlay for ``label`` from labelwise.infer.explain, or None when that
-    module (being added separately) is missing or cannot explain this model."""
+    """A Grad-CAM overlay for ``label`` (labelwise.infer.explain), or None when that module is
+    missing or cannot explain this model."""
     try:
         from labelwise.infer import explain
     except ImportError:
         return None
-    fn = getattr(explain, "overlay_png", None)
-    if fn is None:
+    from labelwise.data.decoded import decode_all
+
+    meta = session.run.meta
+    model = session.predictor.model
+    if model is None:
         return None
     try:
-        return fn(session.predictor, path, label)
-    except (LabelwiseError, NotImplementedError, TypeError, ValueError):
+        pixels, bad = decode_all([path], meta.image_size, meta.in_chans)
+        if bad:
+            return None
+        cam = explain.class_activation_maps(model, pixels, [(0, session.labels.index(label))])[0]
+        img = explain.overlay(explain.base_image(path, meta.in_chans, max(meta.image_size, explain.MIN_OVERLAY_SIDE)), cam)
+    except (LabelwiseError, AttributeError, NotImplementedError, RuntimeError, ValueError):
         return None
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

@@ -62,7 +62,7 @@ class DecisionLog:
         data = (json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 if os.fstat(fd).st_size and not _ends_with_newline(fd):
                     os.write(fd, b"\n")  # a torn line from a crash must not swallow this record

@@ -19,7 +19,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from labelwise.data.sources import _csv_files, _csv_kind, _field_separator, _group_column, _pick_csv, _read_csv
+from labelwise.data.sources.csv_read import _field_separator, csv_files, csv_kind, group_column, pick_csv, read_csv
 from labelwise.errors import ConfigError
 from labelwise.io import atomic_write_text, write_json
 from labelwise.serve.review.session import ReviewSession
@@ -56,7 +56,7 @@ def _original_files(session: ReviewSession) -> list[Path]:
     if origin is None:
         return []
     if session.samples.source.startswith("csv"):
-        csv_path = origin if origin.is_file() else _pick_csv(origin, _csv_files(origin))
+        csv_path = origin if origin.is_file() else pick_csv(origin, csv_files(origin))
         return [csv_path.resolve()]
     if session.samples.source == "annotations":
         return sorted(p.resolve() for p in (origin / "annotations").glob("*.txt"))
@@ -92,12 +92,12 @@ def _tag_delimiter(session: ReviewSession) -> str:
 def _rewrite_csv(session: ReviewSession, csv_path: Path, fmt: str) -> str:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         separator = _field_separator(f)
-    rows = _read_csv(csv_path)
+    rows = read_csv(csv_path)
     header = rows[0][1]
     group_by = (session.run.config.get("data") or {}).get("group_by")
-    group_col = _group_column(header, group_by)
+    group_col = group_column(header, group_by)
     exclude = frozenset() if group_col is None else frozenset({group_col})
-    _, image_col, tag_col = _csv_kind(csv_path, rows, fmt, exclude)
+    _, image_col, tag_col = csv_kind(csv_path, rows, fmt, exclude)
     body = rows[1:]
     by_row = _labels_by_row(session)
     if len(body) != len(by_row):
