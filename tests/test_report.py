@@ -252,3 +252,18 @@ def test_mixups_count_swaps_and_drops():
     assert mixups(true, pred, labels) == [{"true": "a", "predicted": "b", "count": 2},
                                           {"true": "b", "predicted": "(nothing)", "count": 1},
                                           {"true": "(nothing)", "predicted": "c", "count": 1}]
+
+
+def test_verdict_uses_the_interval_not_the_point():
+    base = {"monitor": "map", "n_images": 200, "warnings": [], "model": {"map": 0.40},
+            "baselines": {"label_frequency": {"map": 0.30}}, "intervals": {"map": [0.33, 0.47]}}
+    sure = verdict(base | {"margin_interval": {"metric": "map", "baseline": "label_frequency", "margin": 0.10,
+                                               "interval": [0.03, 0.17]}})
+    assert sure.level == "good" and sure.margin_interval == [0.03, 0.17]
+    assert "95% interval +0.030 to +0.170" in sure.detail
+    # half-width 0.07 on 200 images -> 0.01 needs 49x as many
+    assert sure.images_for_one_point == 9800 and "9,800 test images" in sure.detail
+    # the same point margin whose interval reaches below 0 is not shown to be useful
+    unsure = verdict(base | {"margin_interval": {"metric": "map", "baseline": "label_frequency", "margin": 0.10,
+                                                 "interval": [-0.01, 0.2]}})
+    assert unsure.level == "bad" and "could be chance" in unsure.detail

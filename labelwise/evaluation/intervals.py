@@ -258,4 +258,4 @@ def images_needed(interval: list[float] | None, n: int, difference: float = 0.01
     half = (interval[1] - interval[0]) / 2.0
     if not half > 0:
         return None
-    return int(math.ceil(n * (half / difference) ** 2))
+    return int(math.ceil(n * (half / difference) ** 2 - 1e-9))

@@ -11,6 +11,7 @@ from labelwise.evaluation.baselines import (
     MARGIN_ABS,
     MARGIN_HEADROOM,
 )
+from labelwise.evaluation.intervals import images_needed
 from labelwise.evaluation.metrics import HIGHER_IS_BETTER, finite_or_none
 from labelwise.evaluation.thresholds import apply_thresholds
 from labelwise.labels import LabelSpace
@@ -135,7 +136,11 @@ WARN_TITLE = "Better than guessing, but read the warnings"
 
 @dataclass
 class Verdict:
-    """The headline: is the model clearly better than predicting without looking at the image?"""
+    """The headline: is the model clearly better than predicting without looking at the image?
+
+    With bootstrap intervals in the metrics (``margin_interval``), "useful" needs the whole 95%
+    interval of the margin over the best trivial baseline above 0, not just the point estimate.
+    """
 
     level: str  # "good" | "warn" | "bad" | "unknown"
     title: str
@@ -144,6 +149,8 @@ class Verdict:
     value: float | None = None
     baseline: float | None = None
     baseline_name: str = ""
+    margin_interval: list[float] | None = None  # 95% interval of value - baseline
+    images_for_one_point: int | None = None  # test images to pin the metric down to +-0.01
 
 
 def verdict(metrics: dict[str, Any]) -> Verdict:
@@ -166,13 +173,39 @@ def verdict(metrics: dict[str, Any]) -> Verdict:
     margin = min(MARGIN_ABS, MARGIN_HEADROOM * max(headroom, 0.0))
     gain = (value - best) if higher else (best - value)
     how = BASELINE_DESCRIPTIONS.get(best_name, best_name.replace("_", " "))
-    base = dict(metric=monitor, value=value, baseline=best, baseline_name=how)
-    if gain >= margin and gain > 0:
+    interval = _margin_interval(metrics, monitor, best_name)
+    n = int(metrics.get("n_images") or 0)
+    needed = images_needed((metrics.get("intervals") or {}).get(monitor), n)
+    base = dict(metric=monitor, value=value, baseline=best, baseline_name=how, margin_interval=interval,
+                images_for_one_point=needed)
+    spread = ""
+    if interval is not None:
+        spread = f" The margin is {gain:+.3f} (95% interval {interval[0]:+.3f} to {interval[1]:+.3f} over {n} images)."
+    if needed is not None:
+        spread += (f" Telling a 1-point difference in {what} apart would take about {needed:,} test images"
+                   f"{' (these are enough)' if needed <= n else ''}.")
+    clear = interval is None or interval[0] > 0  # no intervals (older runs): the point estimate decides
+    if gain >= margin and gain > 0 and clear:
         closed = f"; it closes {gain / headroom:.0%} of the gap to a perfect score" if headroom > 0 else ""
-        detail = f"{what} {value:.3f} against {best:.3f} for the best trivial baseline ({how}){closed}."
+        detail = f"{what} {value:.3f} against {best:.3f} for the best trivial baseline ({how}){closed}.{spread}"
         if warnings:
             return Verdict("warn", WARN_TITLE, detail, **base)
         return Verdict("good", "The model is useful", detail, **base)
+    if gain >= margin and gain > 0:  # a clear point margin, but the interval reaches 0
+        return Verdict("bad", "Not shown to beat guessing",
+                       f"{what} {value:.3f} against {best:.3f} for {how}, but on these images that margin could "
+                       f"be chance.{spread}", **base)
     word = "worse than" if gain < 0 else "no better than"
     return Verdict("bad", "The model is not useful yet",
-                   f"{what} {value:.3f} is {word} {how} ({best:.3f}).", **base)
+                   f"{what} {value:.3f} is {word} {how} ({best:.3f}).{spread}", **base)
+
+
+def _margin_interval(metrics: dict[str, Any], monitor: str, best_name: str) -> list[float] | None:
+    """The bootstrap interval of the margin, oriented so that > 0 means the model is better; only
+    when it was computed for this metric and this baseline."""
+    mi = metrics.get("margin_interval") or {}
+    iv = mi.get("interval")
+    if not iv or mi.get("metric") != monitor or mi.get("baseline") != best_name:
+        return None
+    lo, hi = float(iv[0]), float(iv[1])
+    return [lo, hi] if HIGHER_IS_BETTER.get(monitor, True) else [-hi, -lo]
