@@ -28,6 +28,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 def test_auto_uses_bf16_on_amx_cpus_only_for_backbones_measured_to_gain(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.delenv("LABELWISE_CPU_BF16", raising=False)
     small = choose_precision("auto", accelerator="auto", backbone="cnn-small", cpu_bf16=True, amx=True)
     assert small.value == "bf16-mixed" and "AMX" in small.reason and "cnn-small" in small.reason
     assert choose_precision("auto", accelerator="cpu", backbone="cnn-small", cpu_bf16=True, amx=False).value == "32"
@@ -35,6 +36,20 @@ def test_auto_uses_bf16_on_amx_cpus_only_for_backbones_measured_to_gain(monkeypa
     assert lite.value == "32" and lite.reason == ""
     assert get_spec("cnn-small").cpu_bf16 and not get_spec("efficientnet_lite0").cpu_bf16
     assert not get_spec("resnet18").cpu_bf16  # any timm name: full precision unless asked
+
+
+def test_cpu_bf16_can_be_switched_off_from_the_environment(monkeypatch):
+    # make test-portable: another CPU's numerics (no bf16) on an AMX machine
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for off in ("0", "false", "OFF"):
+        monkeypatch.setenv("LABELWISE_CPU_BF16", off)
+        assert choose_precision("auto", accelerator="cpu", backbone="cnn-small", cpu_bf16=True, amx=True).value == "32"
+    monkeypatch.setenv("LABELWISE_CPU_BF16", "1")
+    assert choose_precision("auto", accelerator="cpu", backbone="cnn-small", cpu_bf16=True, amx=True).value == \
+        "bf16-mixed"
+    monkeypatch.setenv("LABELWISE_CPU_BF16", "0")  # an explicit choice is still honoured
+    assert choose_precision("bf16-mixed", accelerator="cpu", backbone="cnn-small", cpu_bf16=True,
+                            amx=True).value == "bf16-mixed"
 
 
 def test_auto_on_a_gpu_is_mixed_precision(monkeypatch):

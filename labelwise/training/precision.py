@@ -5,13 +5,15 @@ cnn-small at 28 px trains 1.4x faster under bfloat16 autocast at batch 64 (1.6x 
 EfficientNet-Lite0 trains 0.4-0.9x as fast (its depthwise convolutions gain nothing from AMX and pay
 for the casts). So on a CPU, auto turns bf16 on only for backbones registered with ``cpu_bf16=True``
 and only when the CPU has AMX-BF16 units; the rule is fixed per machine and backbone, so the same
-seed still gives the same metrics. On a CUDA GPU auto is bf16-mixed where supported, else 16-mixed.
+seed still gives the same metrics; LABELWISE_CPU_BF16=0 turns the CPU rule off (fp32). On a CUDA GPU
+auto is bf16-mixed where supported, else 16-mixed.
 
 Validation and every prediction run in full precision (see LitClassifier.validation_step): the
 metrics of a run are the metrics of the fp32 weights it saves, whichever precision trained them.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -34,6 +36,15 @@ def cpu_has_amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return False
 
 
+def cpu_bf16_allowed() -> bool:
+    """False when LABELWISE_CPU_BF16=0 (or false/no/off): --precision auto then trains in fp32 on every CPU.
+
+    For checking that what passes on an AMX machine also passes with another CPU's numerics
+    (``make test-portable``), and for users who want fp32 everywhere without editing configs.
+    """
+    return os.environ.get("LABELWISE_CPU_BF16", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def _on_cuda(accelerator: str) -> bool:
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
@@ -50,7 +61,7 @@ def choose_precision(requested: str, *, accelerator: str, backbone: str, cpu_bf1
         return Choice("16-mixed", "--precision auto: float16 mixed precision (with loss scaling) on the GPU")
     if amx is None:
         amx = cpu_has_amx_bf16()
-    if amx and cpu_bf16:
+    if amx and cpu_bf16 and cpu_bf16_allowed():
         return Choice("bf16-mixed", f"--precision auto: bfloat16 mixed precision on this CPU's AMX units "
                                     f"(measured ~1.4x the fp32 training speed of {backbone}); validation in fp32")
     return Choice("32", "")
