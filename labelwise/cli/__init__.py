@@ -11,6 +11,7 @@ import typer
 
 from labelwise.cli import (
     cache,
+    compare,
     ensemble,
     evaluate,
     export,
@@ -38,6 +39,7 @@ COMMANDS = {
     "export": export.export_command, "serve": serve.serve_command, "ensemble": ensemble.ensemble,
     "inspect": inspect.inspect, "lr-find": lr_find.lr_find_command, "models": models.models_cmd, "cache": cache.cache,
     "review": review.review_command, "suggest": suggest.suggest_command,
+    "compare": compare.compare_command,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)
