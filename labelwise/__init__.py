@@ -16,16 +16,21 @@ from labelwise.version import __version__
 __all__ = ["train", "evaluate", "load", "Predictor", "LabelSpace", "LabelwiseError", "__version__"]
 
 
-def train(data: str | Path, out: str | Path = "runs/run", *, resume: bool = False, progress: bool = True,
-          **options: Any):
+def train(data: str | Path | None = None, out: str | Path | None = None, *, config: str | Path | None = None,
+          resume: bool = False, progress: bool = True, **options: Any):
     """Train on DATA and write the run directory ``out``; options are the CLI's (``epochs=3``, ``backbone=...``).
 
+    ``config``: a YAML file in the shape of a run's config.yaml; ``options`` override it.
     Returns a TrainResult with ``run_dir``, ``metrics`` (as in metrics.json) and ``warnings``.
     """
-    from labelwise.config import make_config
+    from labelwise.config import RunConfig, make_config
+    from labelwise.training.options import check_options
     from labelwise.training.run import train as _train
 
-    return _train(make_config(data, out, **options), resume=resume, progress=progress)
+    base = RunConfig.load(config) if config is not None else None
+    cfg = check_options(make_config(data, out if out is not None else (None if base else "runs/run"), base=base,
+                                    **options))
+    return _train(cfg, resume=resume, progress=progress)
 
 
 def evaluate(run_dir: str | Path, data: str | Path, **options: Any) -> dict:

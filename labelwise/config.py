@@ -1,44 +1,72 @@
-"""Frozen configuration dataclasses with every default written out, and YAML in/out.
+"""The one schema of training options: frozen dataclasses whose fields carry their help, flag, section and choices.
 
-A run's resolved configuration is saved as ``config.yaml`` in its run directory; ``RunConfig.load``
-reads it back and rejects unknown keys with a "did you mean ...?" hint.
+Everything reads it: the CLI options of `train` and `lr-find` (generated, see labelwise/cli/options.py),
+``labelwise.train(**options)``, ``train --config run.yaml`` and the ``config.yaml`` each run writes.
+A default exists here and nowhere else.
+
+>>> cfg = make_config("data/", "runs/a", epochs=3, backbone="cnn-small")
+>>> cfg.train.epochs, cfg.model.backbone
+(3, 'cnn-small')
 """
 from __future__ import annotations
 
-import difflib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import yaml
 
-from labelwise.errors import ConfigError
-from labelwise.io import atomic_write_text
+from labelwise.errors import ConfigError, did_you_mean
+
+# Help sections of `labelwise train --help`, in order.
+PANELS = ("Data", "Model", "Training", "Evaluation", "Run")
+
+
+def opt(default: Any, help: str, *, panel: str, flag: str | None = None, choices: tuple[str, ...] | str | None = None,
+        parse: str | None = None, metavar: str | None = None) -> Any:
+    """A config field. ``choices``: a tuple of values, or the name of a registry (see labelwise/training/options.py).
+    ``parse``: how the CLI reads the text ("duration": 90s, 10m, 1h -> seconds; "devices": auto or a count)."""
+    assert panel in PANELS, panel
+    return field(default=default, metadata={"help": help, "panel": panel, "flag": flag, "choices": choices,
+                                            "parse": parse, "metavar": metavar})
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    data: str = ""
-    format: str = "auto"  # auto | folder | csv-tags | csv-onehot | annotations
-    images: str | None = None  # folder that CSV image names are relative to
-    delimiter: str = "auto"  # separates tags in a csv-tags cell; auto = whitespace , ; |
-    val_split: float = 0.2  # fraction of images held out for validation
-    image_size: int | None = None  # px, square; None = chosen from the images (see data.module)
-    channels: int | None = None  # None = from the images: 1 for all-gray sets, 3 for colour, N for N-band
-    strict: bool = False  # an unreadable image is an error instead of being skipped
-    max_pixels: int = 100_000_000  # decompression-bomb cap per image
-    workers: int | None = None  # decoding threads; None = all cores
-    group_by: str | None = None  # CSV column, or regex on image paths: one group never crosses a split
-    cache: str = "auto"  # decoded-image cache: auto ($LABELWISE_CACHE_DIR or ~/.cache/labelwise) | off | a folder
+    data: str = opt("", "A folder (class subfolders; labels.csv + images/; annotations/ + images/) or a CSV file.",
+                    panel="Data")
+    format: str = opt("auto", "Data format (auto = detected from the files).", panel="Data", choices="format")
+    images: str | None = opt(None, "Folder the CSV's image names are relative to.", panel="Data")
+    delimiter: str = opt("auto", "Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |.",
+                         panel="Data")
+    val_split: float = opt(0.2, "Share of images held out for validation.", panel="Data")
+    image_size: int | None = opt(None, "Square input side in px (default: from the images).", panel="Data")
+    channels: int | None = opt(None, "Input channels (default: from the images: 1 gray, 3 colour, N bands).",
+                               panel="Data")
+    strict: bool = opt(False, "Unreadable images are an error instead of skipped.", panel="Data")
+    max_pixels: int = opt(100_000_000, "Decompression-bomb cap per image, in pixels.", panel="Data")
+    workers: int | None = opt(None, "Decoding threads (default: all cores).", panel="Data")
+    group_by: str | None = opt(None, "CSV column, or regex on image paths (first capture group = key): images of "
+                               "one group never cross a split.", panel="Data")
+    cache: str = opt("auto", "Decoded-image cache, reused across runs: auto ($LABELWISE_CACHE_DIR or "
+                     "~/.cache/labelwise), off, or a folder.", panel="Data")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "auto"  # auto = cnn-small for tiny images (<= 48 px), else efficientnet_lite0; or any name
-    pretrained: bool | None = None  # None = where weights ship offline (efficientnet_lite0); timm names download
-    weights: str | None = None  # local .safetensors file for the backbone
-    drop_rate: float = 0.2  # dropout before the head
-    fusion: str = "early"  # N-band images: early = adapted first conv; late = RGB backbone + extra-band CNN
+    backbone: str = opt("auto", "Backbone: see `labelwise models`, or a timm name; auto = cnn-small for tiny images "
+                        "(<= 48 px), else efficientnet_lite0.", panel="Model", flag="model")
+    pretrained: bool | None = opt(None, "Start from ImageNet weights (default: when they ship offline, as for "
+                                  "efficientnet_lite0).", panel="Model")
+    weights: str | None = opt(None, "Local .safetensors weights for the backbone.", panel="Model")
+    drop_rate: float = opt(0.2, "Dropout before the head.", panel="Model")
+    fusion: str = opt("early", "N-band images: early (adapted first conv) or late (RGB backbone + small CNN on the "
+                      "extra bands, features joined).", panel="Model", choices=("early", "late"))
+    init_from: str | None = opt(None, "Start from an earlier run's weights (its folder): the head too when the labels "
+                                "match, else the backbone only; that run's backbone unless --model is given.",
+                                panel="Model", metavar="RUN")
 
 
 DEFAULT_EPOCHS = 10
@@ -47,51 +75,69 @@ TIME_LIMITED_MAX_EPOCHS = 100  # --time-limit without --epochs: the budget decid
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int | None = None  # None = 10; with time_limit_s, as many as fit (at most 100)
-    batch_size: int = 64
-    lr: float = 2e-3  # peak learning rate, reached after warm-up
-    optimizer: str = "adamw"  # adamw | adam | sgd | rmsprop | adadelta
-    momentum: float = 0.9  # sgd / rmsprop
-    nesterov: bool = True  # sgd
-    weight_decay: float = 0.01
-    scheduler: str = "cosine"  # cosine | onecycle | step | plateau | constant
-    step_size: int = 10  # epochs between decays (step) / patience in epochs (plateau)
-    gamma: float = 0.1  # decay factor (step, plateau)
-    warmup_epochs: float = 0.5  # linear warm-up (cosine, step, constant)
-    freeze_epochs: int = 0  # train the head alone first, then everything
-    backbone_lr_mult: float = 0.1  # backbone LR relative to --lr once unfrozen (with --freeze-epochs)
-    grad_clip: float | None = None  # max gradient norm
-    early_stopping: int | None = None  # patience in epochs on the monitored metric
-    loss: str = "auto"  # auto = bce (multi-label) / ce (multi-class)
-    label_smoothing: float | None = None  # None = 0.1 for multi-class cross-entropy, 0 for multi-label losses
-    class_weights: str = "none"  # none | auto
-    sampler: str = "none"  # none | balanced (over-sample images with rare labels)
-    max_empty_fraction: float | None = None  # multi-label: cap on the share of no-label images drawn
-    monitor: str | None = None  # None = map (multi-label) / accuracy (multi-class)
-    augment: str = "default"  # none | light | default | strong
-    vflip: bool = False  # vertical flips too
-    mixup: float = 0.0  # MixUp Beta(a, a); 0 = off
-    cutmix: float = 0.0  # CutMix Beta(a, a); 0 = off
-    threshold_objective: str = "f1"  # f1 | precision@P | recall@R
-    threshold: float | None = None  # a global cut-off instead of tuned per-class thresholds
-    at_least_one: bool = False  # multi-label: always predict the most likely label
-    seed: int = 0
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    strategy: str = "finetune"  # finetune | linear-probe | auto (picked from data size and time limit)
-    distributed: str = "auto"  # Lightning strategy for several processes: auto | ddp | ddp_spawn ...
-    num_nodes: int = 1
-    precision: str = "auto"  # auto | 32 | bf16-mixed | 16-mixed (auto: see labelwise/precision.py)
-    time_limit_s: float | None = None
-    folds: int = 1  # > 1: k-fold cross-validation with out-of-fold predictions
+    epochs: int | None = opt(None, f"Epochs (default {DEFAULT_EPOCHS}; with --time-limit, as many as fit, at most "
+                             f"{TIME_LIMITED_MAX_EPOCHS}).", panel="Training")
+    batch_size: int = opt(64, "Images per step.", panel="Training")
+    lr: float | None = opt(None, "Peak learning rate, reached after warm-up (default: the optimizer's, see "
+                           "--optimizer).", panel="Training")
+    optimizer: str = opt("adamw", "Optimizer.", panel="Training", choices="optimizer")
+    momentum: float = opt(0.9, "sgd / rmsprop momentum.", panel="Training")
+    nesterov: bool = opt(True, "sgd: Nesterov momentum.", panel="Training")
+    weight_decay: float = opt(0.01, "Weight decay (never on norms and biases).", panel="Training")
+    scheduler: str = opt("cosine", "Learning-rate schedule.", panel="Training", choices="scheduler")
+    step_size: int = opt(10, "step: epochs between decays; plateau: patience in epochs.", panel="Training")
+    gamma: float = opt(0.1, "LR decay factor for step / plateau.", panel="Training")
+    warmup_epochs: float = opt(0.5, "Linear warm-up, in epochs (cosine, step, constant).", panel="Training")
+    freeze_epochs: int = opt(0, "Train the head alone for N epochs, then everything.", panel="Training")
+    backbone_lr_mult: float = opt(0.1, "Backbone LR = --lr x this after unfreezing (with --freeze-epochs).",
+                                  panel="Training")
+    grad_clip: float | None = opt(None, "Clip the gradient norm to this.", panel="Training")
+    early_stopping: int | None = opt(None, "Stop after N epochs without improvement of the monitored metric.",
+                                     panel="Training")
+    loss: str = opt("auto", "Loss (auto = bce for multi-label, ce for multi-class).", panel="Training", choices="loss")
+    label_smoothing: float | None = opt(None, "Label smoothing (default 0.1 for multi-class cross-entropy, 0 for "
+                                        "multi-label).", panel="Training")
+    class_weights: str = opt("none", "auto: weight rare labels up; none.", panel="Training", choices=("none", "auto"))
+    sampler: str = opt("none", "balanced: over-sample images carrying rare labels.", panel="Training",
+                       choices=("none", "balanced"))
+    max_empty_fraction: float | None = opt(None, "Multi-label: at most this share of drawn images has no label.",
+                                           panel="Training")
+    augment: str = opt("default", "Augmentation preset.", panel="Training", choices="augment")
+    vflip: bool = opt(False, "Vertical flips too (satellite, microscopy, plants).", panel="Training")
+    mixup: float = opt(0.0, "MixUp with Beta(A, A), e.g. 0.2; 0 = off.", panel="Training")
+    cutmix: float = opt(0.0, "CutMix with Beta(A, A), e.g. 1.0; 0 = off.", panel="Training")
+    seed: int = opt(0, "Seed of the split, the initialisation and the augmentation.", panel="Training")
+    strategy: str = opt("finetune", "finetune (train everything), linear-probe (embed once with the frozen pretrained "
+                        "backbone, train the head: seconds), auto (picks from the data size and --time-limit).",
+                        panel="Training", choices=("finetune", "linear-probe", "auto"))
+    time_limit_s: float | None = opt(None, "Stop after this long, e.g. 90s, 10m, 1h.", panel="Training",
+                                     flag="time-limit", parse="duration", metavar="DURATION")
+    folds: int = opt(1, "K-fold cross-validation: K models, out-of-fold predictions, their ensemble as the bundle.",
+                     panel="Training")
+    monitor: str | None = opt(None, "Metric that picks the best epoch (default map / accuracy).", panel="Evaluation")
+    threshold_objective: str = opt("f1", "What per-class thresholds maximise: f1, precision@P or recall@R.",
+                                   panel="Evaluation")
+    threshold: float | None = opt(None, "One global cut-off instead of tuned per-class ones.", panel="Evaluation")
+    at_least_one: bool = opt(False, "Multi-label: always predict the most likely label.", panel="Evaluation")
+    accelerator: str = opt("auto", "auto, cpu, gpu.", panel="Run")
+    devices: int | str = opt("auto", "Devices (processes) per node, e.g. 2.", panel="Run", parse="devices")
+    distributed: str = opt("auto", "Lightning strategy for several processes, e.g. ddp.", panel="Run")
+    num_nodes: int = opt(1, "Machines taking part (with --distributed ddp).", panel="Run")
+    precision: str = opt("auto", "auto (mixed precision where measured to be faster: GPUs, and cnn-small on AMX "
+                         "CPUs), 32, bf16-mixed, 16-mixed.", panel="Run", choices=("auto", "32", "bf16-mixed", "16-mixed"))
+    overwrite: bool = opt(False, "Replace the run in --out even when it was trained on other data, or write into a "
+                          "non-empty folder labelwise did not make.", panel="Run")
 
     @property
     def max_epochs(self) -> int:
-        """--epochs as given; unset: DEFAULT_EPOCHS, or with --time-limit as many as fit (the first epoch's
-        time plans the rest, see LitClassifier._plan_for_budget), at most TIME_LIMITED_MAX_EPOCHS."""
+        """--epochs as given; unset: DEFAULT_EPOCHS, or with --time-limit as many as fit (the first epochs' time plans
+        the rest, see LitClassifier._plan_for_budget), at most TIME_LIMITED_MAX_EPOCHS."""
         if self.epochs is not None:
             return self.epochs
         return TIME_LIMITED_MAX_EPOCHS if self.time_limit_s else DEFAULT_EPOCHS
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
 @dataclass(frozen=True)
@@ -104,71 +150,173 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def save(self, path: Path) -> None:
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def save(self, path: Path) -> None:
+        from labelwise.io import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_yaml())
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "RunConfig":
-        d = dict(d)
-        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    def from_dict(cls, d: Mapping[str, Any], source: str = "config", lines: Mapping[str, int] | None = None
+                  ) -> "RunConfig":
+        """Build from the nested shape of config.yaml; unknown keys and wrong types name the key (and line)."""
+        lines = lines or {}
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
-            if key in sections:
-                kwargs[key] = _build(sections[key], value or {}, f"{source}: {key}")
+            where = _where(source, lines, key)
+            if key in SECTIONS:
+                if value is None:
+                    value = {}
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{where}: '{key}' must be a mapping of options, got {value!r}")
+                kwargs[key] = _build(SECTIONS[key], value, source, lines, key)
             elif key == "out":
                 kwargs[key] = str(value)
             else:
-                raise ConfigError(_unknown(key, ["out", *sections], source))
+                raise ConfigError(f"{where}: unknown section {key!r}{did_you_mean(key, ['out', *SECTIONS])}; "
+                                  f"a config has: out, {', '.join(SECTIONS)}")
         return cls(**kwargs)
 
     @classmethod
-    def load(cls, path: Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
         try:
-            d = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read configuration {path}: {e}") from None
+            text = path.read_text(encoding="utf-8")
+            node = yaml.compose(text)
+            d = yaml.safe_load(text) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read configuration {path}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections (data, model, train)")
-        return cls.from_dict(d, str(path))
+            raise ConfigError(f"{path}: expected a mapping of sections (out, data, model, train)")
+        return cls.from_dict(d, str(path), _key_lines(node))
 
     def with_(self, **sections: Any) -> "RunConfig":
         return replace(self, **sections)
 
 
-def _unknown(key: str, known: list[str], where: str) -> str:
-    hint = difflib.get_close_matches(key, known, n=1)
-    did = f" Did you mean {hint[0]!r}?" if hint else ""
-    return f"{where}: unknown option {key!r}.{did} Known options: {', '.join(known)}"
+def option_fields() -> list[tuple[str, Any]]:
+    """(section, dataclass field) for every option, in schema order."""
+    return [(section, f) for section, cls in SECTIONS.items() for f in fields(cls)]
 
 
-def _build(cls: type, values: dict[str, Any], where: str):
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {values!r}")
-    known = [f.name for f in fields(cls)]
-    for key in values:
-        if key not in known:
-            raise ConfigError(_unknown(key, known, where))
-    return cls(**values)
+def field_choices(cls: type, name: str) -> tuple[str, ...]:
+    """The fixed choices of a field (e.g. ``field_choices(TrainConfig, "precision")``)."""
+    choices = next(f for f in fields(cls) if f.name == name).metadata["choices"]
+    assert isinstance(choices, tuple), f"{cls.__name__}.{name} takes its choices from a registry"
+    return choices
 
 
-def make_config(data: str | Path, out: str | Path = "runs/run", **options: Any) -> RunConfig:
-    """Build a RunConfig from flat keyword options (``epochs=3, backbone="cnn-small"``).
+def make_config(data: str | Path | None = None, out: str | Path | None = None, *, base: RunConfig | None = None,
+                **options: Any) -> RunConfig:
+    """A RunConfig from flat options (``epochs=3, backbone="cnn-small"``) over ``base`` (default: all defaults).
 
-    An unknown option raises ConfigError with a "did you mean ...?" hint.
+    Values are type-checked; an unknown option raises ConfigError with a did-you-mean.
     """
-    sections: dict[str, dict[str, Any]] = {"data": {"data": str(data)}, "model": {}, "train": {}}
-    owners = {f.name: name for name, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))
-              for f in fields(cls)}
+    cfg = base or RunConfig()
+    owners = {f.name: section for section, f in option_fields()}
+    updates: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if data is not None:
+        updates["data"]["data"] = str(data)
     for key, value in options.items():
         if key not in owners:
-            import difflib
+            raise ConfigError(f"unknown option {key!r}{did_you_mean(key, owners)}; options: {', '.join(sorted(owners))}")
+        updates[owners[key]][key] = value
+    sections = {}
+    for name, values in updates.items():
+        current = asdict(getattr(cfg, name))
+        current.update(values)
+        sections[name] = _build(SECTIONS[name], current, "options", {}, name, flat=True)
+    return replace(cfg, out=str(out) if out is not None else cfg.out, **sections)
 
-            hint = difflib.get_close_matches(key, list(owners), n=1)
-            raise ConfigError(f"unknown option {key!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
-                              + f" Options: {', '.join(sorted(owners))}")
-        sections[owners[key]][key] = value
-    return RunConfig(out=str(out), data=DataConfig(**sections["data"]), model=ModelConfig(**sections["model"]),
-                     train=TrainConfig(**sections["train"]))
+
+def parse_duration(text: str, option: str = "--time-limit") -> float:
+    """'90', '90s', '10m', '1.5h' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = str(text).strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: use a number of seconds or e.g. 90s, 10m, 1h") from None
+    if not value > 0:
+        raise ConfigError(f"{option} {text!r} must be positive")
+    return value
 
 
+def flag_of(f: Any) -> str:
+    return "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
+
+
+# --- type checking -------------------------------------------------------------------------------
+
+def _build(cls: type, values: Mapping[str, Any], source: str, lines: Mapping[str, int], section: str,
+           flat: bool = False):
+    known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key if flat else f"{section}.{key}"
+        where = _where(source, lines, f"{section}.{key}")
+        if key not in known:
+            raise ConfigError(f"{where}: unknown option {name!r}{did_you_mean(key, known)}; "
+                              f"{section} options: {', '.join(known)}")
+        label = flag_of(known[key]) if flat else name
+        out[key] = _coerce(value, hints[key], f"{where}: {label}" if not flat else label)
+    return cls(**out)
+
+
+def _coerce(value: Any, tp: Any, what: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (int, float, bool, str, X | None, int | str)."""
+    args = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{what}: a value is required (got nothing)")
+    for t in args:
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, (str, Path)):
+            return str(value)
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+    wanted = " or ".join(names[t] for t in args if t in names)
+    raise ConfigError(f"{what}: expected {wanted}, got {value!r}")
+
+
+def _where(source: str, lines: Mapping[str, int], key: str) -> str:
+    line = lines.get(key)
+    return f"{source}, line {line}" if line else source
+
+
+def _key_lines(node: Any) -> dict[str, int]:
+    """'section.key' -> 1-based line of the key in the YAML text (for error messages)."""
+    found: dict[str, int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return found
+    for k, v in node.value:
+        found[str(k.value)] = k.start_mark.line + 1
+        if isinstance(v, yaml.MappingNode):
+            for k2, _ in v.value:
+                found[f"{k.value}.{k2.value}"] = k2.start_mark.line + 1
+    return found
+
+
+def check_choices(cfg: RunConfig, registries: Mapping[str, Iterable[str]]) -> None:
+    """Every choice option holds one of its choices (``registries`` maps a registry name to its names)."""
+    for section, f in option_fields():
+        choices = f.metadata.get("choices")
+        if choices is None:
+            continue
+        value = getattr(getattr(cfg, section), f.name)
+        allowed = tuple(registries[choices]) if isinstance(choices, str) else choices
+        if value == "auto" and f.default == "auto":
+            continue
+        if value not in allowed:
+            raise ConfigError(f"{flag_of(f)} {value!r} is not known; choose one of {', '.join(allowed)}"
+                              + did_you_mean(value, allowed))

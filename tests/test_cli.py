@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from labelwise.cli.train import parse_duration
+from labelwise.config import parse_duration
 from labelwise.errors import LabelwiseError
 
 

@@ -6,7 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from labelwise.errors import ConfigError
-from labelwise.training.losses import LOSSES_MULTICLASS, LOSSES_MULTILABEL, build_loss, class_weights
+from labelwise.training.loss_modules import class_weights
+from labelwise.training.losses import build_loss, losses_for
+
+LOSSES_MULTILABEL, LOSSES_MULTICLASS = losses_for("multilabel"), losses_for("multiclass")
 
 ALL = [(n, "multilabel") for n in LOSSES_MULTILABEL] + [(n, "multiclass") for n in LOSSES_MULTICLASS]
 
@@ -135,7 +138,7 @@ def test_loss_moves_with_module_device_and_dtype():
 
 
 def test_wrong_names():
-    with pytest.raises(ConfigError, match="Did you mean 'focal'"):
+    with pytest.raises(ConfigError, match="did you mean 'focal'"):
         build_loss("focl", "multilabel")
     with pytest.raises(ConfigError, match="multiclass loss") as e:
         build_loss("ce", "multilabel")

@@ -233,7 +233,7 @@ def test_higher_is_better_covers_summary_keys():
 
 def test_check_monitor():
     assert check_monitor("val_map", "multilabel") == "map"
-    with pytest.raises(ConfigError, match="Did you mean 'f1_macro'"):
+    with pytest.raises(ConfigError, match="did you mean 'f1_macro'"):
         check_monitor("f1_makro", "multilabel")
     with pytest.raises(ConfigError, match="--monitor"):
         check_monitor("map", "multiclass")

@@ -90,7 +90,7 @@ def test_discriminative_lr_after_freeze():
     assert lrs == {"head": 1e-2, "backbone": pytest.approx(1e-3)}
 
 
-@pytest.mark.parametrize("optimizer,scheduler", list(itertools.product(OPTIMIZERS, SCHEDULERS)))
+@pytest.mark.parametrize("optimizer,scheduler", list(itertools.product(OPTIMIZERS.names(), SCHEDULERS.names())))
 def test_every_optimizer_and_schedule_trains(optimizer, scheduler):
     lit, dl = _tiny_lit(TrainConfig(epochs=2, optimizer=optimizer, scheduler=scheduler, lr=1e-2, step_size=1,
                                     grad_clip=1.0))

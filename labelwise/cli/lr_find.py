@@ -1,61 +1,32 @@
-"""labelwise lr-find"""
+"""labelwise lr-find: the learning-rate range test, with train's data/model/recipe options (from the schema)."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
+from labelwise.cli.help import DATA_HELP
+from labelwise.cli.options import schema_command
 
-def lr_find_command(
-    data: Path = typer.Argument(..., help="A folder (class subfolders; labels.csv + images/; annotations/ + "
-                                          "images/) or a CSV file."),
-    out_dir: Path = typer.Option(Path("runs/lr-find"), "--out", help="Folder for lr_find.png and lr_find.csv."),
-    model: str = typer.Option("auto", "--model", help="Backbone, as in train (auto: by image size)."),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
-                                              help="Start from ImageNet weights (default: when they ship offline)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Local .safetensors weights for the backbone."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in px (default: from the images)."),
-    val_split: float = typer.Option(0.2, "--val-split", help="Share held out (not used by the test), as in train."),
-    seed: int = typer.Option(0, "--seed"),
-    fmt: str = typer.Option("auto", "--format", help="Data format: auto, folder, csv-tags, csv-onehot, annotations."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder the CSV's image names are relative to."),
-    delimiter: str = typer.Option("auto", "--delimiter", help="Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |."),
-    strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error instead of skipped."),
-    loss: str = typer.Option("auto", "--loss", help="bce, focal, asl, soft-f1 (multi-label); ce (multi-class)."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Default: 0.1 for "
-                                                     "multi-class cross-entropy, 0 for multi-label."),
-    class_weights: str = typer.Option("none", "--class-weights", help="auto: weight rare labels up; none."),
-    sampler: str = typer.Option("none", "--sampler", help="balanced: over-sample images carrying rare labels."),
-    augment: str = typer.Option("default", "--augment", help="Augmentation preset, as in train."),
-    vflip: bool = typer.Option(False, "--vflip", help="Vertical flips too, as in train."),
-    mixup: float = typer.Option(0.0, "--mixup", help="MixUp Beta(a, a), as in train; 0 = off."),
-    cutmix: float = typer.Option(0.0, "--cutmix", help="CutMix Beta(a, a), as in train; 0 = off."),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | adam | sgd | rmsprop | adadelta, as in train."),
-    momentum: float = typer.Option(0.9, "--momentum", help="sgd / rmsprop momentum."),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="> 0: sweep with the backbone frozen (the "
-                                                                  "first phase of training)."),
-    backbone_lr_mult: float = typer.Option(0.1, "--backbone-lr-mult", help="Backbone LR relative to --lr, as in train."),
-    start_lr: float = typer.Option(1e-7, "--start-lr", help="First learning rate of the sweep."),
-    end_lr: float = typer.Option(1.0, "--end-lr", help="Last learning rate of the sweep."),
-    steps: int = typer.Option(100, "--steps", help="Batches in the sweep (the data is cycled when smaller)."),
-    accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu, gpu"),
-) -> None:
+# train's options that shape the loss curve; epochs, schedules and evaluation options do not apply to a sweep
+LR_FIND_OPTIONS = ("format", "images", "delimiter", "val_split", "image_size", "channels", "strict", "cache",
+                   "group_by", "backbone", "pretrained", "weights", "drop_rate", "fusion", "batch_size", "loss",
+                   "label_smoothing", "class_weights", "sampler", "max_empty_fraction", "augment", "vflip", "mixup",
+                   "cutmix", "optimizer", "momentum", "nesterov", "weight_decay", "freeze_epochs", "backbone_lr_mult",
+                   "seed", "accelerator")
+
+
+def _lr_find(data: Path, out_dir: Path, config: Optional[Path], start_lr: float, end_lr: float, steps: int,
+             **options: Any) -> None:
     """Learning-rate range test: sweep the LR up exponentially over a few batches, plot the loss, suggest --lr."""
     from rich.console import Console
 
-    from labelwise.config import make_config
+    from labelwise.cli.train import resolve_cli_config
     from labelwise.training.lr_find import lr_find
 
-    cfg = make_config(data, out_dir, format=fmt, images=str(images) if images else None, delimiter=delimiter,
-                      val_split=val_split, image_size=image_size, strict=strict, backbone=model,
-                      pretrained=pretrained, weights=str(weights) if weights else None, batch_size=batch_size,
-                      loss=loss, label_smoothing=label_smoothing, class_weights=class_weights, sampler=sampler,
-                      augment=augment, vflip=vflip, mixup=mixup, cutmix=cutmix, optimizer=optimizer,
-                      momentum=momentum, weight_decay=weight_decay, freeze_epochs=freeze_epochs,
-                      backbone_lr_mult=backbone_lr_mult, seed=seed, accelerator=accelerator)
+    cfg = resolve_cli_config(data, out_dir, config, options)
     result = lr_find(cfg, start_lr=start_lr, end_lr=end_lr, num_steps=steps)
     how = "where the loss falls fastest" if result.method == "steepest" else "the lowest loss / 10"
     console = Console()
@@ -66,3 +37,18 @@ def lr_find_command(
     console.print(f"plot: [bold]{result.plot_path}[/]  data: {result.csv_path}")
 
 
+def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+
+
+LR_FIND_PARAMS = [
+    _param("data", typer.Argument(..., help=DATA_HELP), Path),
+    _param("out_dir", typer.Option(Path("runs/lr-find"), "--out", help="Folder for lr_find.png and lr_find.csv."),
+           Path),
+    _param("config", typer.Option(None, "--config", help="A run's config.yaml (or one in its shape) to take the "
+                                  "options from; flags override it."), Optional[Path]),
+    _param("start_lr", typer.Option(1e-7, "--start-lr", help="First learning rate of the sweep."), float),
+    _param("end_lr", typer.Option(1.0, "--end-lr", help="Last learning rate of the sweep."), float),
+    _param("steps", typer.Option(100, "--steps", help="Batches in the sweep (the data is cycled when smaller)."), int),
+]
+lr_find_command = schema_command(_lr_find, LR_FIND_PARAMS, include=LR_FIND_OPTIONS)

@@ -31,13 +31,12 @@ Conventions for the degenerate cases:
 """
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any, Sequence
 
 import numpy as np
 
-from labelwise.errors import ConfigError
+from labelwise.errors import ConfigError, did_you_mean
 from labelwise.evaluation.thresholds import apply_thresholds, rank_columns
 from labelwise.labels import LabelSpace
 
@@ -243,8 +242,7 @@ def check_monitor(monitor: str, task: str) -> str:
     key = monitor[4:] if monitor.startswith("val_") else monitor
     if key in keys or (task == "multiclass" and key in HIGHER_IS_BETTER and key.startswith("top")):
         return key
-    close = difflib.get_close_matches(key, keys, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(key, keys)
     raise ConfigError(f"--monitor {monitor!r} is not a {task} metric.{hint} "
                       f"Choose one of: {', '.join(keys)}")
 

@@ -22,14 +22,19 @@ from labelwise.evaluation.thresholds import fit_thresholds
 from labelwise.io import write_csv, write_json
 from labelwise.labels import LabelSpace
 from labelwise.models.bundle import ModelMeta, library_versions, save_model
+from labelwise.models.card import write_hub_and_card
 from labelwise.models.classifier import Classifier, model_probs
+from labelwise.outputs import bundle_transaction, check_resume_labels
 from labelwise.training.lightning import (
     HistoryWriter,
     LitClassifier,
     build_trainer,
     load_checkpoint,
 )
-from labelwise.training.losses import build_loss, class_weights
+from labelwise.training.loss_modules import class_weights
+from labelwise.training.losses import build_loss
+from labelwise.training import interrupt
+from labelwise.training.init_from import init_record, load_init_weights
 from labelwise.training.prepare import Fitted, Prepared, init_head_bias, use_pretrained
 from labelwise.training.probe import fit_probe
 
@@ -92,9 +97,12 @@ def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run
     cfg, labels, y = prep.cfg, prep.labels, prep.samples.targets
     mcfg, tcfg = cfg.model, cfg.train
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    model = Classifier(mcfg.backbone, len(labels), in_chans=cfg.data.channels, pretrained=use_pretrained(mcfg),
+    model = Classifier(mcfg.backbone, len(labels), in_chans=cfg.data.channels,
+                       pretrained=use_pretrained(mcfg) and not mcfg.init_from,
                        weights=mcfg.weights, drop_rate=mcfg.drop_rate, fusion=mcfg.fusion)
     init_head_bias(model, y[train_idx], labels)
+    if mcfg.init_from:  # the earlier run's backbone (and head, when the labels match) replace the fresh ones
+        load_init_weights(model, mcfg.init_from, labels)
     model = model.to(memory_format=torch.channels_last)
     weights = class_weights(y[train_idx], labels.task) if tcfg.class_weights == "auto" else None
     loss_fn = build_loss(prep.loss_name, labels.task, label_smoothing=tcfg.label_smoothing,
@@ -111,24 +119,36 @@ def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run
                                  weights=weights_per_image)
     val_dl = make_loader(val_ds, max(tcfg.batch_size, 128), shuffle=False)
 
+    ckpt_path = _resume_path(run_dir) if resume else None
+    resumed_epochs = _resume_epochs(run_dir, ckpt_path, labels)  # checked before any file is written
+    if interrupt.requested():  # an earlier fold was stopped: do not start this one
+        raise interrupt.Interrupted(f"stopped by {interrupt.requested()}; `--resume` continues the run")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
     lit = LitClassifier(model, labels, tcfg, loss_fn, steps_per_epoch=len(train_dl), monitor=prep.monitor)
     history = HistoryWriter(run_dir / "history.csv")
     trainer, ckpt = build_trainer(tcfg, run_dir, prep.monitor, history, progress=progress)
-    ckpt_path = _resume_path(run_dir) if resume else None
-    resumed_epochs = _epoch_of(ckpt_path)  # read now: training overwrites last.ckpt
     if ckpt_path:
         history.load_existing()
     started = time.monotonic()
-    trainer.fit(lit, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    stopped_by = None
+    try:
+        trainer.fit(lit, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    except BaseException as e:  # Ctrl-C / SIGTERM: keep the best checkpoint so far (labelwise.training.interrupt)
+        if not interrupt.stopped_by_signal(e):
+            raise
+        stopped_by = interrupt.requested()
+        if not ckpt.best_model_path or not Path(ckpt.best_model_path).is_file():
+            raise interrupt.Interrupted(f"stopped by {stopped_by} before the first epoch finished: nothing to "
+                                        "save") from None
     wall = time.monotonic() - started
     if not trainer.is_global_zero:
         return None  # DDP: rank 0 alone scores the model and writes the bundle
     epochs_run = max(0, trainer.current_epoch - resumed_epochs)
     _load_best(model, ckpt.best_model_path)
     val_probs = model_probs(model, prep.pixels[val_idx], labels.multilabel)
-    return Fitted(model, val_probs, wall, epochs_run, int(trainer.current_epoch), _epoch_of(ckpt.best_model_path))
+    return Fitted(model, val_probs, wall, epochs_run, int(trainer.current_epoch), _epoch_of(ckpt.best_model_path),
+                  interrupted=stopped_by)
 
 
 
@@ -156,12 +176,21 @@ def finalize(prep: Prepared, fitted: Fitted, train_idx: np.ndarray, val_idx: np.
                       "backbone": cfg.model.backbone, "pretrained": use_pretrained(cfg.model),
                       "strategy": cfg.train.strategy, "choices": list(prep.notes),
                       "skipped_images": len(prep.samples.skipped), "epochs": fitted.epochs_total,
-                      "best_checkpoint_epoch": fitted.best_epoch, "wall_time_s": round(fitted.wall_s, 1)}
-    save_model(run_dir, fitted.model, _meta(prep, fitted.model, thresholds, stats))
-    write_json(run_dir / "metrics.json", to_jsonable(metrics))
-    _write_predictions(run_dir / "val_predictions.csv", [prep.samples.paths[i] for i in val_idx], y[val_idx],
-                       fitted.val_probs, labels)
-    _write_skipped(prep, run_dir)
+                      "best_checkpoint_epoch": fitted.best_epoch, "wall_time_s": round(fitted.wall_s, 1),
+                      "init_from": init_record(cfg.model.init_from, labels)}
+    if fitted.interrupted:
+        metrics["run"]["interrupted"] = True
+        metrics["notes"] = metrics.get("notes", []) + [
+            f"Training was stopped by {fitted.interrupted} after {fitted.epochs_total} of {cfg.train.max_epochs} "
+            f"epochs; this bundle holds the best checkpoint so far (epoch {fitted.best_epoch}). "
+            "`labelwise train ... --resume` continues the run."]
+    with bundle_transaction(run_dir):  # a full disk half-way leaves no half bundle
+        save_model(run_dir, fitted.model, _meta(prep, fitted.model, thresholds, stats))
+        write_json(run_dir / "metrics.json", to_jsonable(metrics))
+        _write_predictions(run_dir / "val_predictions.csv", [prep.samples.paths[i] for i in val_idx], y[val_idx],
+                           fitted.val_probs, labels)
+        _write_skipped(prep, run_dir)
+    write_hub_and_card(run_dir, fitted.model)  # RUN/hub/ (timm's layout) when expressible, RUN/README.md
     return TrainResult(run_dir, metrics, prep.samples.skipped, fitted.wall_s / max(1, fitted.epochs_run),
                        fitted.epochs_run)
 
@@ -174,7 +203,7 @@ def _meta(prep: Prepared, model: torch.nn.Module, thresholds: np.ndarray, stats,
                      at_least_one=cfg.train.at_least_one, drop_rate=cfg.model.drop_rate,
                      mean=tuple(model.mean.flatten().tolist()), std=tuple(model.std.flatten().tolist()),
                      seed=cfg.train.seed, versions=library_versions(), members=members, fusion=cfg.model.fusion,
-                     **stats.as_meta())
+                     augment=cfg.train.augment, vflip=cfg.train.vflip, **stats.as_meta())
 
 
 def _write_skipped(prep: Prepared, run_dir: Path) -> None:
@@ -197,6 +226,16 @@ def _resume_path(run_dir: Path) -> str | None:
         log.warning("--resume: no checkpoint at %s; starting from scratch", last)
         return None
     return str(last)
+
+
+def _resume_epochs(run_dir: Path, ckpt_path: str | None, labels: LabelSpace) -> int:
+    """Epochs the resume checkpoint holds, after checking that it was trained on these labels."""
+    if not ckpt_path:
+        return 0
+    ckpt = load_checkpoint(ckpt_path)
+    head = ckpt.get("state_dict", {}).get("model.head.weight")
+    check_resume_labels(run_dir, labels.names, int(head.shape[0]) if head is not None else None)
+    return int(ckpt.get("epoch", -1)) + 1
 
 
 def _epoch_of(ckpt_path: str | None) -> int:

@@ -33,7 +33,8 @@ from labelwise.data.transforms import AugmentConfig, augment_batch, mix_batch
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import write_csv
 from labelwise.models.classifier import Classifier
-from labelwise.training.losses import build_loss, class_weights
+from labelwise.training.loss_modules import class_weights
+from labelwise.training.losses import build_loss
 from labelwise.training.optim import build_optimizer
 from labelwise.training.prepare import init_head_bias, prepare, use_pretrained
 

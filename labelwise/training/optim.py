@@ -1,33 +1,140 @@
-"""Optimizers and LR schedules: registries of name -> factory."""
+"""Optimizers and LR schedules: registries of name -> factory (torch is imported inside, so the CLI stays fast).
+
+Adding an optimizer is one function and one ``@OPTIMIZERS.register(name, help, lr=default)``; a schedule is one
+function ``(ctx) -> Lightning lr_scheduler dict`` and one ``@SCHEDULERS.register``.
+"""
 from __future__ import annotations
 
 import math
-
-import torch
+from dataclasses import dataclass, replace
+from typing import Any
 
 from labelwise.config import TrainConfig
-from labelwise.errors import ConfigError
 from labelwise.evaluation.metrics import higher_is_better
+from labelwise.registry import Registry
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adadelta")
-
-
-SCHEDULERS = ("cosine", "onecycle", "step", "plateau", "constant")
-
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULERS: Registry = Registry("scheduler")
 
 PLAN_EPOCHS = 3  # --time-limit: re-plan the schedule after each of the first 3 epochs of a fit
-
-
 PLAN_MARGIN = 1.03  # epochs vary by a few percent; running over would hit the hard stop mid-epoch
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int, monitor: str,
-                    plan: dict | None = None) -> dict:
+@OPTIMIZERS.register("adamw", "AdamW, decoupled weight decay (default lr 2e-3)", lr=2e-3)
+def _adamw(groups: list[dict], cfg: TrainConfig):
+    import torch
+
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+@OPTIMIZERS.register("adam", "Adam, weight decay as an L2 term in the gradient (default lr 2e-3)", lr=2e-3)
+def _adam(groups: list[dict], cfg: TrainConfig):
+    import torch
+
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+@OPTIMIZERS.register("sgd", "SGD with --momentum, Nesterov unless --no-nesterov (default lr 2e-3)", lr=2e-3)
+def _sgd(groups: list[dict], cfg: TrainConfig):
+    import torch
+
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+@OPTIMIZERS.register("rmsprop", "RMSprop with --momentum (default lr 2e-3)", lr=2e-3)
+def _rmsprop(groups: list[dict], cfg: TrainConfig):
+    import torch
+
+    return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+@OPTIMIZERS.register("adadelta", "Adadelta (default lr 1.0, its usual setting)", lr=1.0)
+def _adadelta(groups: list[dict], cfg: TrainConfig):
+    import torch
+
+    return torch.optim.Adadelta(groups, lr=cfg.lr)
+
+
+def default_lr(optimizer: str) -> float:
+    """The peak learning rate used when --lr is not given."""
+    return float(OPTIMIZERS.entry(optimizer).extra["lr"])
+
+
+@dataclass
+class ScheduleContext:
+    opt: Any  # torch.optim.Optimizer
+    groups: list[dict]
+    cfg: TrainConfig
+    steps_per_epoch: int
+    monitor: str
+    plan: dict  # plan["total"]: steps in the schedule; --time-limit may shorten it while training
+    warmup: int  # steps
+
+
+def _lambda_schedule(ctx: ScheduleContext, decay) -> dict:
+    import torch
+
+    def factor(step: int) -> float:
+        if step < ctx.warmup:  # linear warm-up
+            return (step + 1) / ctx.warmup
+        return decay(step)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(ctx.opt, factor)
+    return {"optimizer": ctx.opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@SCHEDULERS.register("cosine", "warm-up, then cosine decay to 1% of the peak")
+def _cosine(ctx: ScheduleContext) -> dict:
+    def decay(step: int) -> float:
+        progress = min(1.0, (step - ctx.warmup) / max(1, ctx.plan["total"] - ctx.warmup))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return _lambda_schedule(ctx, decay)
+
+
+@SCHEDULERS.register("onecycle", "one-cycle: up then down, with momentum cycling")
+def _onecycle(ctx: ScheduleContext) -> dict:
+    import torch
+
+    # momentum cycling needs an optimizer with momentum or betas (Adadelta has neither)
+    cycle = "betas" in ctx.opt.defaults or ctx.opt.defaults.get("momentum", 0) > 0
+    total = ctx.plan["total"]
+    sched = torch.optim.lr_scheduler.OneCycleLR(ctx.opt, max_lr=[g["lr"] for g in ctx.groups], total_steps=total,
+                                                pct_start=max(0.05, ctx.warmup / total) if ctx.warmup else 0.25,
+                                                cycle_momentum=cycle)
+    return {"optimizer": ctx.opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@SCHEDULERS.register("step", "warm-up, then x --gamma every --step-size epochs")
+def _step(ctx: ScheduleContext) -> dict:
+    every = max(1, ctx.cfg.step_size * ctx.steps_per_epoch)
+    return _lambda_schedule(ctx, lambda step: ctx.cfg.gamma ** (step // every))
+
+
+@SCHEDULERS.register("plateau", "x --gamma after --step-size epochs without improvement")
+def _plateau(ctx: ScheduleContext) -> dict:
+    import torch
+
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        ctx.opt, mode="max" if higher_is_better(ctx.monitor) else "min", factor=ctx.cfg.gamma,
+        patience=ctx.cfg.step_size)
+    return {"optimizer": ctx.opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch",
+                                                   "monitor": f"val_{ctx.monitor}", "strict": False}}
+
+
+@SCHEDULERS.register("constant", "warm-up, then the peak rate throughout")
+def _constant(ctx: ScheduleContext) -> dict:
+    return _lambda_schedule(ctx, lambda step: 1.0)
+
+
+def build_optimizer(model: Any, cfg: TrainConfig, steps_per_epoch: int, monitor: str, plan: dict | None = None) -> dict:
     """Optimizer with param groups (head / backbone x decay / no decay) and its LR schedule.
 
     With --freeze-epochs the backbone gets --lr x backbone_lr_mult (discriminative LR, as fastai's
-    fine_tune); norms and biases are never weight-decayed.
+    fine_tune); norms and biases are never weight-decayed. ``cfg.lr`` is resolved (see training.prepare).
     """
+    if cfg.lr is None:  # unresolved (a TrainConfig built by hand): the optimizer's own default
+        cfg = replace(cfg, lr=default_lr(cfg.optimizer))
     backbone_lr = cfg.lr * (cfg.backbone_lr_mult if cfg.freeze_epochs > 0 else 1.0)
     groups = []
     head_like = [model.head] + ([model.extra] if getattr(model, "extra", None) is not None else [])
@@ -38,51 +145,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: i
         groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
                    {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
     groups = [g for g in groups if g["params"]]
-    name = cfg.optimizer.lower()
-    if name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    elif name == "adam":  # L2 penalty in the gradient, unlike AdamW's decoupled decay
-        opt = torch.optim.Adam(groups, lr=cfg.lr)
-    elif name == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    elif name == "rmsprop":
-        opt = torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum)
-    elif name == "adadelta":
-        opt = torch.optim.Adadelta(groups, lr=cfg.lr)
-    else:
-        raise ConfigError(f"--optimizer {cfg.optimizer!r} is not known; choose one of {', '.join(OPTIMIZERS)}")
-
+    opt = OPTIMIZERS.get(cfg.optimizer.lower())(groups, cfg)
     plan = plan if plan is not None else {}
-    plan.setdefault("total", max(1, cfg.max_epochs * steps_per_epoch))  # steps; --time-limit may shorten it
+    plan.setdefault("total", max(1, cfg.max_epochs * steps_per_epoch))
     total = plan["total"]
     warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch)) if cfg.warmup_epochs > 0 else 0
-    kind = cfg.scheduler.lower()
-    if kind == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="max" if higher_is_better(monitor) else "min", factor=cfg.gamma, patience=cfg.step_size)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch",
-                                                   "monitor": f"val_{monitor}", "strict": False}}
-    if kind == "onecycle":
-        # momentum cycling needs an optimizer with momentum or betas (Adadelta has neither)
-        cycle = "betas" in opt.defaults or opt.defaults.get("momentum", 0) > 0
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total,
-                                                    pct_start=max(0.05, warmup / total) if warmup else 0.25,
-                                                    cycle_momentum=cycle)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-    if kind not in ("cosine", "step", "constant"):
-        raise ConfigError(f"--scheduler {cfg.scheduler!r} is not known; choose one of {', '.join(SCHEDULERS)}")
-
-    def factor(step: int) -> float:
-        if step < warmup:  # linear warm-up
-            return (step + 1) / warmup
-        if kind == "cosine":  # cosine decay to 1% of the peak
-            progress = min(1.0, (step - warmup) / max(1, plan["total"] - warmup))
-            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-        if kind == "step":
-            return cfg.gamma ** (step // max(1, cfg.step_size * steps_per_epoch))
-        return 1.0
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
+    ctx = ScheduleContext(opt, groups, cfg, steps_per_epoch, monitor, plan, warmup)
+    return SCHEDULERS.get(cfg.scheduler.lower())(ctx)

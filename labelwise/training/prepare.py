@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,30 +17,29 @@ from labelwise.data.duplicates import (
     fingerprint_pixels,
     fold_duplicates,
 )
-from labelwise.data.loaders import SAMPLERS, choose_input, median_side, probe_images
+from labelwise.data.loaders import choose_input, median_side, probe_images
 from labelwise.data.samples import Samples
 from labelwise.data.sources import load_samples
-from labelwise.data.transforms import check_preset
-from labelwise.errors import ConfigError, DataError, check_choice
+from labelwise.errors import ConfigError, DataError
 from labelwise.evaluation.metrics import check_monitor
 from labelwise.labels import LabelSpace
 from labelwise.models.backbones import get_spec
 from labelwise.models.classifier import Classifier
 from labelwise.training.auto import (
-    check_strategy,
     choose_backbone,
     choose_strategy,
     estimate_epoch_s,
     min_input_side,
 )
+from labelwise.training.init_from import resolve_init_from
 from labelwise.training.lightning import monitor_key
-from labelwise.training.optim import OPTIMIZERS, SCHEDULERS
-from labelwise.training.precision import PRECISIONS, choose_precision
+from labelwise.training.losses import resolve_loss
+from labelwise.training.optim import default_lr
+from labelwise.training.options import check_options
+from labelwise.training.precision import choose_precision
 
 log = logging.getLogger("labelwise")
 DEFAULT_LABEL_SMOOTHING = 0.1  # multi-class cross-entropy, when --label-smoothing is not given
-
-
 
 
 def _quiet_lightning() -> None:
@@ -49,6 +48,7 @@ def _quiet_lightning() -> None:
 
 
 def _check(cfg: RunConfig) -> None:
+    check_options(cfg)  # every choice against its registry, with a did-you-mean
     t = cfg.train
     if t.epochs is not None and t.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {t.epochs}")
@@ -56,16 +56,10 @@ def _check(cfg: RunConfig) -> None:
         raise ConfigError(f"--time-limit must be positive, got {t.time_limit_s} s")
     if t.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {t.batch_size}")
-    if not t.lr >= 0:
+    if t.lr is not None and not t.lr >= 0:
         raise ConfigError(f"--lr must be >= 0, got {t.lr}")
-    if t.class_weights not in ("none", "auto"):
-        raise ConfigError(f"--class-weights must be 'auto' or 'none', got {t.class_weights!r}")
     if t.threshold is not None and not 0.0 < t.threshold < 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {t.threshold}")
-    check_preset(t.augment)
-
-    check_choice("--optimizer", t.optimizer, OPTIMIZERS)
-    check_choice("--scheduler", t.scheduler, SCHEDULERS)
     epochs = t.max_epochs
     if t.freeze_epochs < 0 or t.freeze_epochs >= epochs and t.freeze_epochs > 0:
         raise ConfigError(f"--freeze-epochs {t.freeze_epochs} must be between 0 and --epochs - 1 ({epochs - 1})")
@@ -73,11 +67,6 @@ def _check(cfg: RunConfig) -> None:
         raise ConfigError(f"--folds must be 2 or more for cross-validation (1 = a single split), got {t.folds}")
     if t.mixup < 0 or t.cutmix < 0:
         raise ConfigError("--mixup and --cutmix take a Beta concentration >= 0 (0 = off), e.g. 0.2 or 1.0")
-    check_choice("--sampler", t.sampler, SAMPLERS)
-
-    check_strategy(t.strategy)
-
-    check_choice("--precision", t.precision, PRECISIONS)
     if t.strategy == "linear-probe" and (t.distributed != "auto" or t.num_nodes > 1):
         raise ConfigError("--strategy linear-probe runs in one process (it embeds once and trains a head in "
                           "seconds); drop --distributed / --num-nodes, or use --strategy finetune")
@@ -118,23 +107,22 @@ class Fitted:
     epochs_run: int
     epochs_total: int
     best_epoch: int
+    interrupted: str | None = None  # the signal that stopped training early ("SIGINT", "SIGTERM")
 
 
 def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None] | None = None,
             on_note: Callable[[str], None] | None = None) -> Prepared:
     """Validate options, load the data source, choose the backbone, strategy and input spec (--model auto,
     --strategy auto, sizes from the images), then decode every image once (through the decode cache)."""
-    from dataclasses import replace
-
-
     _check(cfg)
     _quiet_lightning()
+    cfg, init_notes = resolve_init_from(cfg)  # --init-from RUN: that run's backbone and channels
     dcfg, tcfg = cfg.data, cfg.train
     samples = load_data(dcfg)
     labels = samples.labels
     monitor = check_monitor(monitor_key(labels, tcfg), labels.task)
-    loss_name = tcfg.loss if tcfg.loss != "auto" else ("bce" if labels.multilabel else "ce")
-    notes: list[str] = []
+    loss_name = resolve_loss(tcfg.loss, labels.task)
+    notes: list[str] = list(init_notes)
     probed = probe_images(samples, dcfg)  # headers of up to 200 images: sizes and channel counts
     side = median_side(probed)
     backbone = choose_backbone(cfg.model.backbone, side, len(samples), tcfg.strategy)
@@ -161,9 +149,11 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     if smoothing is None:  # softened one-hot targets: ~+0.5 point on Fashion-MNIST in a 10-minute budget
         smoothing = DEFAULT_LABEL_SMOOTHING if loss_name == "ce" else 0.0
     precision = _choose_precision(tcfg, mcfg, strategy, notes)
-    prep = Prepared(cfg.with_(data=resolved, model=mcfg,
-                              train=replace(tcfg, strategy=strategy, label_smoothing=smoothing,
-                                            precision=precision, epochs=tcfg.max_epochs)),
+    # every `auto` / unset choice resolved here, once: later stages and config.yaml read these values
+    lr = tcfg.lr if tcfg.lr is not None else default_lr(tcfg.optimizer)
+    prep = Prepared(cfg.with_(data=resolved, model=replace(mcfg, pretrained=use_pretrained(mcfg)),
+                              train=replace(tcfg, strategy=strategy, label_smoothing=smoothing, lr=lr, loss=loss_name,
+                                            monitor=monitor, precision=precision, epochs=tcfg.max_epochs)),
                     samples, pixels, monitor, loss_name, notes=notes)
     if tcfg.freeze_epochs and not use_pretrained(mcfg):
         prep.option_warnings.append(f"--freeze-epochs {tcfg.freeze_epochs} with a from-scratch backbone "
@@ -248,8 +238,6 @@ def init_head_bias(model: torch.nn.Module, train_targets: np.ndarray, labels: La
 
 
 def _resolved(d: DataConfig, inp) -> DataConfig:
-    from dataclasses import replace
-
     return replace(d, image_size=inp.size, channels=inp.channels)
 
 

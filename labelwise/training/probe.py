@@ -40,7 +40,8 @@ from labelwise.evaluation.metrics import (
 from labelwise.io import write_csv
 from labelwise.labels import LabelSpace
 from labelwise.models.classifier import Classifier
-from labelwise.training.losses import build_loss, class_weights
+from labelwise.training.loss_modules import class_weights
+from labelwise.training.losses import build_loss
 from labelwise.training.prepare import Fitted, Prepared, use_pretrained
 
 log = logging.getLogger("labelwise")
