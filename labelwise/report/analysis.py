@@ -193,11 +193,12 @@ def verdict(metrics: dict[str, Any]) -> Verdict:
         return Verdict("good", "The model is useful", detail, **base)
     if gain >= margin and gain > 0:  # a clear point margin, but the interval reaches 0
         return Verdict("bad", "Not shown to beat guessing",
-                       f"{what} {value:.3f} against {best:.3f} for {how}, but on these images that margin could "
-                       f"be chance.{spread}", **base)
+                       f"{what} {value:.3f} against {best:.3f} for the best trivial baseline ({how}), but on "
+                       f"these images that margin could be chance.{spread}", **base)
     word = "worse than" if gain < 0 else "no better than"
     return Verdict("bad", "The model is not useful yet",
-                   f"{what} {value:.3f} is {word} {how} ({best:.3f}).{spread}", **base)
+                   f"{what} {value:.3f} is {word} the best trivial baseline, {how} ({best:.3f}).{spread}",
+                   **base)
 
 
 def _margin_interval(metrics: dict[str, Any], monitor: str, best_name: str) -> list[float] | None:
