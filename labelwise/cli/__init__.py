@@ -19,6 +19,7 @@ from labelwise.cli import (
     lr_find,
     models,
     predict,
+    push,
     report,
     review,
     serve,
@@ -38,6 +39,7 @@ COMMANDS = {
     "train": train.train, "evaluate": evaluate.evaluate, "predict": predict.predict, "report": report.report_command,
     "export": export.export_command, "serve": serve.serve_command, "ensemble": ensemble.ensemble,
     "inspect": inspect.inspect, "lr-find": lr_find.lr_find_command, "models": models.models_cmd, "cache": cache.cache,
+    "push": push.push_command,
     "review": review.review_command, "suggest": suggest.suggest_command,
     "compare": compare.compare_command,
 }

@@ -1,4 +1,4 @@
-"""Export a model bundle to ONNX or TorchScript, and keep ``RUN/model.onnx`` in step with the weights.
+"""Export a model bundle to ONNX, TorchScript or timm's Hub layout (models/hub.py), and keep ``RUN/model.onnx`` in step with the weights.
 
 The exported network is self-contained: it takes ``pixels``, float32 (N, C, S, S) in [0, 1] with a
 dynamic batch axis N, normalises them itself, and returns two outputs, ``logits`` (N, L) and
@@ -32,13 +32,14 @@ import torch
 from torch import nn
 
 from labelwise.version import __version__
-from labelwise.errors import BundleError, ModelError, check_choice
+from labelwise.errors import BundleError, ModelError
 from labelwise.infer.engines import ONNX_INPUT, ONNX_OUTPUTS, OnnxEngine
 from labelwise.io import atomic_write_bytes
+from labelwise.models import hub
 from labelwise.models.bundle import WEIGHTS_FILE, ModelMeta, load_model, read_meta
+from labelwise.registry import Registry
 
-FORMATS: tuple[str, ...] = ("onnx", "torchscript")
-DEFAULT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+DEFAULT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "timm": hub.HUB_DIR}
 # Version of the contract above (input/output names, dtypes, metadata keys). Bumping it makes every
 # existing RUN/model.onnx stale, so the onnx engine re-exports instead of misreading an old file.
 EXPORT_FORMAT = "1"
@@ -244,35 +245,70 @@ def _check(diff: float, what: str, meta: ModelMeta) -> float:
 
 # --------------------------------------------------------------------------- bundle-level API
 
-def _check_format(fmt: str) -> str:
-    return check_choice("--format", fmt, FORMATS)
+# An exporter: (model, meta, run_dir, out or None) -> (path written, exporter name, max difference to PyTorch,
+# bytes written). One function and one registration per format; --format's choices and help read this.
+Exporter = Callable[[nn.Module, ModelMeta, Path, "Path | None"], tuple[Path, str, float, int]]
+EXPORT_FORMATS: Registry[Exporter] = Registry("export format", option="--format")
 
 
-def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | None = None) -> ExportResult:
-    """Export RUN to ``out`` (default RUN/model.onnx or RUN/model.torchscript.pt), verified against PyTorch.
-
-    >>> export_model("runs/demo").path                         # doctest: +SKIP
-    PosixPath('runs/demo/model.onnx')
-    """
-    fmt = _check_format(format)
-    run_dir = Path(run_dir)
-    start = time.perf_counter()
-    model, meta = load_model(run_dir)
-    sha = file_sha256(run_dir / WEIGHTS_FILE)
-    if fmt == "onnx":
-        data, exporter = onnx_bytes(model, meta, sha)
-        diff = verify_onnx(data, model, meta)
-    else:
-        data, exporter = torchscript_bytes(model, meta, sha), "torch.jit.trace"
-        diff = verify_torchscript(data, model, meta)
+def _target(run_dir: Path, out: Path | None, fmt: str) -> Path:
     path = Path(out) if out is not None else run_dir / DEFAULT_FILES[fmt]
-    if path.is_dir():
-        path = path / DEFAULT_FILES[fmt]
+    return path / DEFAULT_FILES[fmt] if path.is_dir() and fmt != "timm" else path
+
+
+def _write(path: Path, data: bytes) -> None:
     try:
         atomic_write_bytes(path, data)
     except OSError as e:
         raise ExportError(f"{path}: cannot write the export ({e.strerror or e}); pass --out to a writable place") from None
-    return ExportResult(path, fmt, exporter, diff, time.perf_counter() - start, len(data))
+
+
+@EXPORT_FORMATS.register("onnx", "ONNX for onnxruntime and any ONNX runtime (RUN/model.onnx)")
+def _export_onnx(model: nn.Module, meta: ModelMeta, run_dir: Path, out: Path | None) -> tuple[Path, str, float, int]:
+    data, exporter = onnx_bytes(model, meta, file_sha256(run_dir / WEIGHTS_FILE))
+    diff = verify_onnx(data, model, meta)
+    path = _target(run_dir, out, "onnx")
+    _write(path, data)
+    return path, exporter, diff, len(data)
+
+
+@EXPORT_FORMATS.register("torchscript", "TorchScript for torch.jit.load (RUN/model.torchscript.pt)")
+def _export_torchscript(model: nn.Module, meta: ModelMeta, run_dir: Path, out: Path | None
+                        ) -> tuple[Path, str, float, int]:
+    data = torchscript_bytes(model, meta, file_sha256(run_dir / WEIGHTS_FILE))
+    diff = verify_torchscript(data, model, meta)
+    path = _target(run_dir, out, "torchscript")
+    _write(path, data)
+    return path, "torch.jit.trace", diff, len(data)
+
+
+@EXPORT_FORMATS.register("timm", "a folder in timm's Hugging Face Hub layout for timm.create_model('local-dir:...') "
+                         "(RUN/hub/)")
+def _export_timm(model: nn.Module, meta: ModelMeta, run_dir: Path, out: Path | None) -> tuple[Path, str, float, int]:
+    path = _target(run_dir, out, "timm")
+    diff = hub.write_hub(path, model, meta.to_dict())
+    return path, "timm", diff, sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+FORMATS: tuple[str, ...] = EXPORT_FORMATS.names()
+
+
+def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | None = None) -> ExportResult:
+    """Export RUN to ``out`` (default RUN/model.onnx, RUN/model.torchscript.pt or the folder RUN/hub/),
+    verified against PyTorch.
+
+    >>> export_model("runs/demo").path                         # doctest: +SKIP
+    PosixPath('runs/demo/model.onnx')
+    """
+    exporter = EXPORT_FORMATS.get(format)
+    run_dir = Path(run_dir)
+    start = time.perf_counter()
+    if format == "timm":  # say why not before loading anything
+        meta = read_meta(run_dir)
+        hub.timm_architecture(meta.backbone, meta.fusion, meta.members)
+    model, meta = load_model(run_dir)
+    path, name, diff, size = exporter(model, meta, run_dir, Path(out) if out is not None else None)
+    return ExportResult(path, format, name, diff, time.perf_counter() - start, size)
 
 
 def cache_dir() -> Path:
@@ -331,6 +367,7 @@ def current_onnx(run_dir: str | Path, meta: ModelMeta | None = None,
 
 
 __all__ = [
+    "EXPORT_FORMATS",
     "FORMATS",
     "ExportError",
     "ExportResult",

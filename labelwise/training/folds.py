@@ -11,6 +11,7 @@ from labelwise.evaluation.metrics import summary_of, to_jsonable
 from labelwise.evaluation.scoring import score, train_stats
 from labelwise.io import write_json
 from labelwise.models.bundle import save_model
+from labelwise.models.card import write_card
 from labelwise.models.ensemble import Ensemble
 from labelwise.training.fit import (
     TrainResult,
@@ -73,6 +74,7 @@ def train_folds(prep: Prepared, *, resume: bool = False, progress: bool = True,
     cfg.save(run_dir / "config.yaml")
     _write_predictions(run_dir / "oof_predictions.csv", prep.samples.paths, y, oof, labels)
     _write_skipped(prep, run_dir)
+    write_card(run_dir)  # README.md; no hub/: timm loads one network, not the fold ensemble
     epochs = sum(r.epochs_run for r in fold_results)
     return TrainResult(run_dir, metrics, prep.samples.skipped, wall / max(1, epochs), epochs)
 
