@@ -1,12 +1,10 @@
 """Losses by name: ``build_loss("asl", "multilabel")(logits, targets) -> scalar``; the LOSSES registry.
 
-Adding a loss is one module in labelwise/training/loss_modules.py (or any nn.Module) and one registered
-builder here; `--loss`'s choices, help and validation read the registry. Builders import torch lazily,
-so the CLI can list the choices without loading it.
+Adding a loss is one nn.Module in labelwise/training/loss_modules.py and one line in the table below;
+`--loss`'s choices, help and validation read the registry. The table names modules (torch is imported
+only when a loss is built), so the CLI can list the choices without loading it.
 """
 from __future__ import annotations
-
-from typing import Any
 
 from labelwise.errors import ConfigError, did_you_mean
 from labelwise.registry import Registry
@@ -15,39 +13,15 @@ LOSSES: Registry = Registry("loss")
 DEFAULT_LOSS = {"multilabel": "bce", "multiclass": "ce"}
 
 
-@LOSSES.register("bce", "binary cross-entropy per label (multi-label default)", tasks=("multilabel",))
-def _bce(**kw: Any):
-    from labelwise.training.loss_modules import BCELoss
-
-    return BCELoss(**kw)
-
-
-@LOSSES.register("focal", "focal loss: down-weights easy examples (multi-label)", tasks=("multilabel",))
-def _focal(**kw: Any):
-    from labelwise.training.loss_modules import FocalLoss
-
-    return FocalLoss(**kw)
-
-
-@LOSSES.register("asl", "asymmetric loss: discounts easy negatives (multi-label)", tasks=("multilabel",))
-def _asl(**kw: Any):
-    from labelwise.training.loss_modules import AsymmetricLoss
-
-    return AsymmetricLoss(**kw)
-
-
-@LOSSES.register("soft-f1", "differentiable per-label F1 (multi-label)", tasks=("multilabel",))
-def _soft_f1(**kw: Any):
-    from labelwise.training.loss_modules import SoftF1Loss
-
-    return SoftF1Loss(**kw)
-
-
-@LOSSES.register("ce", "cross-entropy with label smoothing (multi-class default)", tasks=("multiclass",))
-def _ce(pos_weight=None, class_weight=None, label_smoothing: float = 0.0):
-    from labelwise.training.loss_modules import SoftCrossEntropy
-
-    return SoftCrossEntropy(class_weight=class_weight, label_smoothing=label_smoothing)
+# name, loss module in labelwise/training/loss_modules.py, task, help
+for _name, _module, _task, _help in (
+    ("bce", "BCELoss", "multilabel", "binary cross-entropy per label (multi-label default)"),
+    ("focal", "FocalLoss", "multilabel", "focal loss: down-weights easy examples (multi-label)"),
+    ("asl", "AsymmetricLoss", "multilabel", "asymmetric loss: discounts easy negatives (multi-label)"),
+    ("soft-f1", "SoftF1Loss", "multilabel", "differentiable per-label F1 (multi-label)"),
+    ("ce", "SoftCrossEntropy", "multiclass", "cross-entropy with label smoothing (multi-class default)"),
+):
+    LOSSES.add(_name, _module, _help, tasks=(_task,))
 
 
 def losses_for(task: str) -> tuple[str, ...]:
@@ -78,5 +52,9 @@ def build_loss(name: str, task: str, *, pos_weight=None, class_weight=None, labe
     >>> build_loss("asl", "multilabel")(torch.zeros(2, 3), torch.ones(2, 3)).shape   # doctest: +SKIP
     torch.Size([])
     """
-    key = resolve_loss(name, task)
-    return LOSSES.get(key)(pos_weight=pos_weight, class_weight=class_weight, label_smoothing=label_smoothing)
+    from labelwise.training import loss_modules
+
+    module = getattr(loss_modules, LOSSES.get(resolve_loss(name, task)))
+    if task == "multiclass":  # one distribution per image: no per-label positive weight
+        return module(class_weight=class_weight, label_smoothing=label_smoothing)
+    return module(pos_weight=pos_weight, class_weight=class_weight, label_smoothing=label_smoothing)
