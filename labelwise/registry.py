@@ -18,7 +18,7 @@ their bodies, so ``labelwise --help`` can list every choice without loading them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from labelwise.errors import check_choice
 

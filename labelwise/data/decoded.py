@@ -19,21 +19,9 @@ from labelwise.data import images
 from labelwise.data.cache import chunks, decode_through_cache
 from labelwise.data.samples import Samples
 from labelwise.errors import ImageError
+from labelwise.progress import progress_bar
 
 log = logging.getLogger("labelwise")
-
-
-def _progress(total: int, description: str):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True, disable=total < 500)
 
 
 def decode_all(paths: list[Path], size: int, channels: int, *, max_pixels: int = images.DEFAULT_MAX_PIXELS,
@@ -54,7 +42,7 @@ def decode_all(paths: list[Path], size: int, channels: int, *, max_pixels: int =
         bad = decode(list(paths), out, np.arange(len(paths)))
         return out, bad
     out, bad, report = decode_through_cache(paths, size, channels, cache_dir, max_pixels=max_pixels,
-                                            decode=decode, workers=workers, progress=_progress)
+                                            decode=decode, workers=workers, progress=progress_bar)
     if report.images:
         log.info(report.summary())
     return out, bad
@@ -76,7 +64,7 @@ def _decode_into(paths: list, out: np.ndarray, rows: np.ndarray, size: int, chan
     # Pillow releases the GIL while decoding and resizing, so threads use every core. Runs of
     # images per task: a future per tiny image would cost as much as decoding it.
     n_workers = workers or os.cpu_count() or 1
-    with _progress(len(paths), description) as bar, ThreadPoolExecutor(n_workers) as pool:
+    with progress_bar(len(paths), description) as bar, ThreadPoolExecutor(n_workers) as pool:
         task = bar.add_task(description, total=len(paths))
         for done in pool.map(work, chunks(len(paths), n_workers)):
             bar.advance(task, done)

@@ -40,30 +40,12 @@ from labelwise.evaluation.metrics import (
 from labelwise.io import write_csv
 from labelwise.labels import LabelSpace
 from labelwise.models.classifier import Classifier
+from labelwise.progress import progress_bar
 from labelwise.training.loss_modules import class_weights
 from labelwise.training.losses import build_loss
 from labelwise.training.prepare import Fitted, Prepared, use_pretrained
 
 log = logging.getLogger("labelwise")
-
-# progress bars only where they are worth drawing (same rule as decoding)
-_PROGRESS_MIN_IMAGES = 500
-
-
-def _progress(total: int, description: str, enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True,
-                    disable=not enabled or total < _PROGRESS_MIN_IMAGES)
-
 
 def _device_of(model: torch.nn.Module) -> torch.device:
     p = next(model.parameters(), None)
@@ -84,7 +66,7 @@ def embed(model: torch.nn.Module, pixels: np.ndarray, batch_size: int = 256, pro
     device = _device_of(model)
     n = len(pixels) if index is None else len(index)
     out: np.ndarray | None = None
-    with torch.inference_mode(), _progress(n, description, progress) as bar:
+    with torch.inference_mode(), progress_bar(n, description, progress) as bar:
         task = bar.add_task(description, total=n)
         for start in range(0, n, batch_size):
             rows = pixels[start:start + batch_size] if index is None else pixels[index[start:start + batch_size]]
