@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from labelwise.config import DataConfig
+from labelwise.config import DataConfig, TrainConfig, field_choices
 from labelwise.data import images
 from labelwise.data.samples import Samples
 from labelwise.errors import ConfigError
@@ -109,7 +109,7 @@ def make_loader(ds: ArrayDataset, batch_size: int, *, shuffle: bool, seed: int =
                       collate_fn=_keep_batch, generator=gen, pin_memory=torch.cuda.is_available())
 
 
-SAMPLERS = ("none", "balanced")
+SAMPLERS = field_choices(TrainConfig, "sampler")
 
 
 def sampling_weights(targets: np.ndarray, multilabel: bool, balanced: bool,

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from labelwise.config import TrainConfig, field_choices
 from labelwise.errors import ConfigError, check_choice
 
 TINY_SIDE = 48  # px: at or below this median side, a small from-scratch CNN beats upsampling for ImageNet
 SCRATCH_MIN_IMAGES = 5000  # ... given this many images; with fewer, pretrained features carry more
 SMALL_MODEL = "cnn-small"
 PHOTO_MODEL = "efficientnet_lite0"
-STRATEGIES = ("finetune", "linear-probe", "auto")
+STRATEGIES = field_choices(TrainConfig, "strategy")
 PROBE_MAX_IMAGES = 1000  # auto: at most this many training images -> linear probe on pretrained features
 MIN_FINETUNE_EPOCHS = 3  # auto with --time-limit: fewer fine-tuning epochs than this fit -> linear probe
 LIGHTNING_STRATEGIES = ("ddp", "fsdp", "deepspeed", "single_device", "dp")

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
+from labelwise.config import TrainConfig, field_choices
 from labelwise.errors import check_choice
 from labelwise.training.auto import Choice
 
-PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+PRECISIONS = field_choices(TrainConfig, "precision")
 
 
 def cpu_has_amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
