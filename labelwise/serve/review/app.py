@@ -29,10 +29,14 @@ import secrets
 from importlib import resources
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from labelwise.data.decoded import decode_all
+from labelwise.data.images import read_image
 from labelwise.errors import LabelwiseError
 from labelwise.serve.review.export import export_labels
 from labelwise.serve.review.session import ReviewInputError, ReviewSession
@@ -173,11 +177,6 @@ async def _json_body(request: Request, allow_empty: bool = False) -> Any:
 
 
 def _as_png(path) -> bytes:
-    import numpy as np
-    from PIL import Image
-
-    from labelwise.data.images import read_image
-
     try:
         arr = read_image(path)
     except LabelwiseError as e:
@@ -199,8 +198,6 @@ def class_activation_png(session: ReviewSession, path, label: str) -> bytes | No
         from labelwise.infer import explain
     except ImportError:
         return None
-    from labelwise.data.decoded import decode_all
-
     meta = session.run.meta
     model = session.predictor.model
     if model is None:

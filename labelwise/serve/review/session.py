@@ -26,6 +26,7 @@ import numpy as np
 
 from labelwise.data.duplicates import cross_split_duplicates, fingerprint_paths
 from labelwise.errors import LabelwiseError, did_you_mean
+from labelwise.infer.predict import Predictor
 from labelwise.infer.suggest import DEFAULT_OUT as TO_LABEL_FILE
 from labelwise.infer.suggest import read_to_label
 from labelwise.report.analysis import decisions, image_losses
@@ -194,8 +195,6 @@ class ReviewSession:
     @property
     def predictor(self):
         if self._predictor is None:
-            from labelwise.infer.predict import Predictor
-
             self._predictor = Predictor.load(self.run_dir)
         return self._predictor
 
