@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from labelwise.training.auto import choose_backbone, choose_strategy, check_strategy
+from labelwise.training.auto import choose_backbone, choose_strategy
+from labelwise.training.options import check_strategy
 from labelwise.errors import ConfigError
 
 

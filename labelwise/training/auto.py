@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from labelwise.config import TrainConfig, field_choices
-from labelwise.errors import ConfigError, check_choice
 
 TINY_SIDE = 48  # px: at or below this median side, a small from-scratch CNN beats upsampling for ImageNet
 SCRATCH_MIN_IMAGES = 5000  # ... given this many images; with fewer, pretrained features carry more
@@ -18,7 +17,6 @@ PHOTO_MODEL = "efficientnet_lite0"
 STRATEGIES = field_choices(TrainConfig, "strategy")
 PROBE_MAX_IMAGES = 1000  # auto: at most this many training images -> linear probe on pretrained features
 MIN_FINETUNE_EPOCHS = 3  # auto with --time-limit: fewer fine-tuning epochs than this fit -> linear probe
-LIGHTNING_STRATEGIES = ("ddp", "fsdp", "deepspeed", "single_device", "dp")
 
 
 @dataclass(frozen=True)
@@ -55,14 +53,6 @@ def min_input_side(backbone_min: int, pretrained: bool, strategy: str, median_si
     if pretrained and strategy in ("linear-probe", "auto") and tiny:
         return max(backbone_min, PROBE_MIN_SIDE)
     return backbone_min
-
-
-def check_strategy(strategy: str) -> str:
-    if strategy.startswith(LIGHTNING_STRATEGIES):
-        raise ConfigError(f"--strategy {strategy!r}: --strategy picks how to train (finetune, linear-probe, auto); "
-                          f"for several processes or machines use --distributed {strategy}")
-
-    return check_choice("--strategy", strategy, STRATEGIES)
 
 
 def choose_strategy(requested: str, *, pretrained: bool, n_train: int, time_limit_s: float | None,
