@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from labelwise.config import TrainConfig
-from labelwise.evaluation.metrics import higher_is_better
 from labelwise.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
@@ -114,6 +113,8 @@ def _step(ctx: ScheduleContext) -> dict:
 @SCHEDULERS.register("plateau", "x --gamma after --step-size epochs without improvement")
 def _plateau(ctx: ScheduleContext) -> dict:
     import torch
+
+    from labelwise.evaluation.metrics import higher_is_better  # numpy: kept out of `labelwise --help`
 
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         ctx.opt, mode="max" if higher_is_better(ctx.monitor) else "min", factor=ctx.cfg.gamma,
