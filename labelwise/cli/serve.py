@@ -29,8 +29,12 @@ def serve_command(
     max_batch: int = typer.Option(ServeLimits.max_batch, "--max-batch",
                                   help="Most images in one forward pass (requests waiting together share it)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug, info, warning, error."),
+    model_name: Optional[str] = typer.Option(None, "--model-name",
+                                             help="Name under /v2/models/ (Open Inference Protocol); default: RUN's "
+                                                  "folder name."),
 ) -> None:
-    """Serve a trained model over HTTP: POST /predict, GET /model, GET /health, and an upload page at /."""
+    """Serve a trained model over HTTP: POST /predict, GET /model, GET /health, an upload page at /, and the Open
+    Inference Protocol (KServe / Triton V2) under /v2."""
     import uvicorn
     from rich.console import Console
 
@@ -44,11 +48,12 @@ def serve_command(
     app = create_app(run, token=token or None, engine=engine, threshold=threshold,
                      notify=lambda line: console.print(f"[dim]{line}[/]"),
                      max_body_bytes=int(max_body_mb * 2**20), max_files=max_files, max_pixels=max_pixels,
-                     queue_size=queue_size, max_batch=max_batch)
+                     queue_size=queue_size, max_batch=max_batch, model_name=model_name)
     info = app.state.service.model_info()
     console.print(f"[bold]serving[/] {run} ({info['task']}, {len(info['labels'])} labels, {info['backbone']}, "
                   f"engine {engine}) at [bold]http://{host}:{port}/[/]"
                   + (" — token required" if token else ""))
+    console.print(f"  Open Inference Protocol: http://{host}:{port}/v2/models/{app.state.model_name}/infer")
     if not token and not _is_loopback(host):
         console.print(f"[bold yellow]warning:[/] listening on {host} without a token: anyone who can reach "
                       f"this machine can use the model. Set {TOKEN_ENV} or --token.")
@@ -56,5 +61,3 @@ def serve_command(
     # cannot pile up without bound in front of the queue.
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
                 limit_concurrency=max(64, 4 * queue_size))
-
-
