@@ -28,6 +28,7 @@ from labelwise.cli import (
 )
 from labelwise.cli.console import console
 from labelwise.errors import LabelwiseError
+from labelwise.outputs import DISK_ERRNOS
 from labelwise.version import __version__
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -65,9 +66,34 @@ def main() -> None:
     except LabelwiseError as e:
         console.print(f"[bold red]error:[/] {e}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _interrupted(e)
+    except SystemExit as e:  # typer turns Ctrl-C into a silent exit 130: say it in one line
+        cause = _chain(e, KeyboardInterrupt)
+        if cause is not None:
+            _interrupted(cause)
+        raise
+    except OSError as e:  # a write failed where no command expected it: one line, no traceback
+        if e.errno not in DISK_ERRNOS:
+            raise
+        console.print(f"[bold red]error:[/] cannot write {e.filename or ''}: {e.strerror}; free some space or "
+                      "choose a writable place")
+        sys.exit(2)
+
+
+def _chain(error: BaseException, kind: type) -> BaseException | None:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _interrupted(error: BaseException) -> None:
+    console.print("[red]interrupted[/]" + (f": {error}" if str(error) else ""))
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,15 @@ def evaluate(
     strict: bool = typer.Option(False, "--strict"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Metrics JSON to write (default RUN/evaluation.json)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file that labelwise did not write."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     tta: bool = typer.Option(False, "--tta", help="Average predictions over flipped copies (test-time augmentation)."),
 ) -> None:
     """Score a trained model on a labelled dataset, next to trivial baselines."""
     from labelwise.infer.evaluate_bundle import evaluate as run_evaluate
+    from labelwise.outputs import check_output_file
+
+    check_output_file(out_file or run / "evaluation.json", "json", overwrite)  # before any work
 
     result = run_evaluate(run, data, fmt=fmt, images=images, delimiter=delimiter, strict=strict,
                           threshold=threshold, out=out_file, engine=engine, tta=tta)

@@ -19,6 +19,7 @@ def predict(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     out_file: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV to write."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file that labelwise did not write."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     tta: bool = typer.Option(False, "--tta", help="Average predictions over flipped copies (test-time augmentation)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -28,6 +29,9 @@ def predict(
     from labelwise.io import write_csv
 
     predictor = Predictor.load(run, threshold=threshold, engine=engine, tta=tta, notify=_note)
+    from labelwise.outputs import check_output_file
+
+    check_output_file(out_file, "csv", overwrite)  # before the model loads
     paths = list_images(inputs)
     if not paths:
         raise LabelwiseError(f"no images found in {', '.join(map(str, inputs))}")

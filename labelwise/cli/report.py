@@ -17,13 +17,17 @@ def report_command(
                                         "and the train/validation leakage check."),
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: RUN/report.html); "
                                        "plots and thumbnails go to a folder beside it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file that labelwise did "
+                                   "not write."),
 ) -> None:
     """Write the error-analysis report (HTML, opens from disk with no server) for a trained run."""
     from rich.console import Console
 
     from labelwise.errors import DataError
+    from labelwise.outputs import check_output_file
     from labelwise.report.build import build_report
 
+    check_output_file(out or run / "report.html", "html", overwrite)
     if data is not None and not data.exists():
         raise DataError(f"--data {data}: no such file or folder; pass the dataset the run was trained on")
     path = build_report(run, data=data, out=out)

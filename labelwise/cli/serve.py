@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from labelwise.errors import ConfigError
+from labelwise.outputs import check_port
 from labelwise.serve.limits import TOKEN_ENV, ServeLimits
 
 
@@ -41,6 +42,7 @@ def serve_command(
     from labelwise.serve.app import _is_loopback, create_app
 
     console = Console(stderr=True)
+    check_port(host, port)  # before the model loads: a bad or busy port is said at once
     if max_body_mb <= 0:
         raise ConfigError(f"--max-body-mb must be positive, got {max_body_mb}")
     if threshold is not None and not 0.0 < threshold < 1.0:
@@ -61,3 +63,5 @@ def serve_command(
     # cannot pile up without bound in front of the queue.
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
                 limit_concurrency=max(64, 4 * queue_size))
+
+

@@ -35,7 +35,13 @@ from labelwise.training.loss_modules import class_weights
 from labelwise.training.losses import build_loss
 from labelwise.training import interrupt
 from labelwise.training.init_from import init_record, load_init_weights
-from labelwise.training.prepare import Fitted, Prepared, init_head_bias, use_pretrained
+from labelwise.training.prepare import (
+    Fitted,
+    Prepared,
+    check_training_split,
+    init_head_bias,
+    use_pretrained,
+)
 from labelwise.training.probe import fit_probe
 
 log = logging.getLogger("labelwise")
@@ -82,6 +88,7 @@ def fit(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Pat
 
     --strategy linear-probe embeds the images once with the frozen pretrained backbone and trains the
     head alone (labelwise.probe); finetune trains everything with Lightning (``fit_finetune``)."""
+    check_training_split(prep, train_idx)
     if prep.cfg.train.strategy == "linear-probe":
 
         return fit_probe(prep, train_idx, val_idx, run_dir, progress=progress)

@@ -39,6 +39,7 @@ from labelwise.training.options import check_options
 from labelwise.training.precision import choose_precision
 
 log = logging.getLogger("labelwise")
+MIN_NATIVE_SIDE = 4  # px: smaller images (1x1, 2x2) hold a colour or two, not a picture
 DEFAULT_LABEL_SMOOTHING = 0.1  # multi-class cross-entropy, when --label-smoothing is not given
 
 
@@ -119,12 +120,16 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     cfg, init_notes = resolve_init_from(cfg)  # --init-from RUN: that run's backbone and channels
     dcfg, tcfg = cfg.data, cfg.train
     samples = load_data(dcfg)
+    check_classes(samples, dcfg.data)
     labels = samples.labels
     monitor = check_monitor(monitor_key(labels, tcfg), labels.task)
     loss_name = resolve_loss(tcfg.loss, labels.task)
     notes: list[str] = list(init_notes)
     probed = probe_images(samples, dcfg)  # headers of up to 200 images: sizes and channel counts
     side = median_side(probed)
+    if side is not None and side < MIN_NATIVE_SIDE:
+        raise DataError(f"{dcfg.data}: the images are {side}x{side} px (median of {len(probed[0])} read): too small to "
+                        f"tell classes apart. labelwise needs images of at least {MIN_NATIVE_SIDE} px a side")
     backbone = choose_backbone(cfg.model.backbone, side, len(samples), tcfg.strategy)
     spec = get_spec(backbone.value)
     mcfg = replace(cfg.model, backbone=backbone.value)
@@ -197,6 +202,36 @@ def _choose_strategy(cfg: RunConfig, n_images: int, labels: LabelSpace, notes: l
     if choice.reason:
         notes.append(choice.reason)
     return choice.value
+
+
+def check_classes(samples: Samples, data: str) -> None:
+    """Say plainly when the data cannot make a classifier: one class, or a label on every image or none."""
+    labels, counts = samples.labels, samples.targets.sum(0)
+    if not labels.multilabel and len(labels) < 2:
+        raise DataError(f"{data}: only one class ({', '.join(labels.names) or 'none'}): a classifier needs at least "
+                        "two. Add a folder (or CSV label) per class")
+    if labels.multilabel and all(c in (0, len(samples)) for c in counts):
+        raise DataError(f"{data}: every label is on every image or on none ({', '.join(labels.names)}): there is "
+                        "nothing to tell apart")
+
+
+def check_training_split(prep: Prepared, train_idx: np.ndarray) -> None:
+    """Every class has training images (multi-class: else an error; multi-label: a warning in metrics.json)."""
+    labels = prep.labels
+    in_train = prep.samples.targets[train_idx].sum(0)
+    missing = [f"{n!r} ({int(t)} image{'s' if t != 1 else ''} in all)"
+               for n, c, t in zip(labels.names, in_train, prep.samples.targets.sum(0)) if c == 0]
+    if not missing:
+        return
+    if not labels.multilabel:
+        raise DataError(f"{prep.cfg.data.data}: class{'es' if len(missing) > 1 else ''} {', '.join(missing)} "
+                        "got no image in the training split, so the model cannot learn them. Add images, or "
+                        "lower --val-split")
+    line = (f"labels {', '.join(missing)} have no positive image in the training split: the model cannot learn "
+            "them. Add images, or lower --val-split")
+    if line not in prep.warnings:
+        prep.warnings.append(line)
+        log.warning(line)
 
 
 def check_duplicates(prep: Prepared, splits: list[tuple[np.ndarray, np.ndarray]],
