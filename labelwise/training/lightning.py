@@ -26,8 +26,11 @@ from labelwise.evaluation.metrics import (
 )
 from labelwise.io import atomic_write_bytes, write_csv
 from labelwise.labels import LabelSpace
-from labelwise.training.interrupt import StopOnSignal
+from labelwise.training.loggers import build_loggers, epoch_metrics
 from labelwise.training.optim import PLAN_EPOCHS, PLAN_MARGIN, build_optimizer
+
+
+TRAIN_SAMPLE = 1000  # training images scored (without augmentation) at each validation, for the train_* curves
 
 
 def probabilities(logits: torch.Tensor, labels: LabelSpace) -> torch.Tensor:
@@ -59,6 +62,8 @@ class LitClassifier(L.LightningModule):
         self._train_loss_sum = 0.0
         self._train_count = 0
         self.last_val: dict[str, float] = {}
+        self.last_train: dict[str, float] = {}  # the same metrics on a fixed sample of training images
+        self._train_sample: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return self.model(x_uint8.float().div_(255.0))
@@ -116,6 +121,26 @@ class LitClassifier(L.LightningModule):
             if not math.isnan(value):
                 self.log(f"val_{key}", value, prog_bar=key == self.monitor)
         self.last_val = summary
+        self.last_train = self._score_train_sample()
+
+    def _score_train_sample(self) -> dict[str, float]:
+        """Metrics on up to TRAIN_SAMPLE training images, fixed for the run and seen without augmentation,
+        so that history.csv shows the train/validation gap in the validation's own terms."""
+        if self._train_sample is None:
+            ds = getattr(self.trainer.train_dataloader, "dataset", None)
+            if not hasattr(ds, "pixels") or not hasattr(ds, "targets") or not len(ds):
+                return {}
+            rows = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.cfg.seed))[:TRAIN_SAMPLE]
+            rows = rows.sort().values
+            self._train_sample = (ds.pixels[rows], ds.targets[rows])
+        pixels, targets = self._train_sample
+        probs = []
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=False):
+            for start in range(0, len(pixels), 256):
+                probs.append(probabilities(self(pixels[start:start + 256].to(self.device)), self.labels).float().cpu())
+        metrics = compute_metrics(torch.cat(probs).numpy(), targets.numpy().astype(np.uint8), self.labels)
+        return {f"train_{k}": float(v) for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n" and k != "loss"}
 
     def train_loss_epoch(self) -> float:
         return self._train_loss_sum / max(1, self._train_count)
@@ -186,10 +211,18 @@ class HistoryWriter(Callback):
         row = {"epoch": trainer.current_epoch + 1, "train_loss": round(pl_module.train_loss_epoch(), 6),
                "val_loss": round(float(val_loss), 6) if val_loss is not None else "",
                **{k: round(v, 6) for k, v in pl_module.last_val.items()},
+               **{k: round(v, 6) for k, v in pl_module.last_train.items()},
                "lr": f"{lr:.3g}", "elapsed_s": round(time.monotonic() - self.start, 1)}
         self.rows = [r for r in self.rows if int(r["epoch"]) < row["epoch"]] + [row]
         header = list(dict.fromkeys(k for r in self.rows for k in r))
         write_csv(self.path, header, [[r.get(k, "") for k in header] for r in self.rows])
+
+
+class EpochMetrics(Callback):
+    """Hands the per-epoch values Lightning does not log itself to the --logger loggers."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LitClassifier) -> None:
+        epoch_metrics(trainer, pl_module)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -226,14 +259,18 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     # `ckpt`, so it runs after it and stores the best-so-far state of this epoch.
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
-    callbacks: list[Callback] = [ckpt, last, history, StopOnSignal()]  # Ctrl-C / SIGTERM: stop at the next batch
+    callbacks: list[Callback] = [ckpt, last, history]
     if cfg.early_stopping:
-        callbacks.append(EarlyStopping(monitor=f"val_{monitor}", patience=cfg.early_stopping,
-                                       mode="max" if higher_is_better(monitor) else "min"))
+        callbacks.append(EarlyStoppingAfterUnfreeze(cfg.freeze_epochs, monitor=f"val_{monitor}",
+                                                    patience=cfg.early_stopping,
+                                                    mode="max" if higher_is_better(monitor) else "min"))
+    loggers = build_loggers(cfg, run_dir)  # --logger: Lightning's CSV / TensorBoard / MLflow loggers
+    if loggers:
+        callbacks.append(EpochMetrics())
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
-        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=loggers or False,
         strategy=cfg.distributed, num_nodes=cfg.num_nodes, plugins=[AtomicCheckpointIO()],
         callbacks=callbacks, enable_model_summary=False, enable_progress_bar=progress,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=str(run_dir),
@@ -241,6 +278,21 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
         log_every_n_steps=10, gradient_clip_val=cfg.grad_clip, precision=_lightning_precision(cfg.precision),
     )
     return trainer, ckpt
+
+
+class EarlyStoppingAfterUnfreeze(EarlyStopping):
+    """Early stopping that starts counting once the backbone trains (after --freeze-epochs): head-only
+    epochs neither set the best score nor use up the patience, so a run cannot stop before the
+    backbone was ever trained."""
+
+    def __init__(self, freeze_epochs: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.freeze_epochs = freeze_epochs
+
+    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+        if trainer.current_epoch < self.freeze_epochs:
+            return
+        super()._run_early_stopping_check(trainer)
 
 
 def _lightning_precision(precision: str) -> str:
