@@ -23,6 +23,9 @@ def predict(
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     tta: bool = typer.Option(False, "--tta", help="Average predictions over flipped copies (test-time augmentation)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    explain: Optional[Path] = typer.Option(None, "--explain", metavar="DIR",
+                                           help="Also write class-activation maps (Grad-CAM): one overlay PNG per "
+                                                "image and predicted label in DIR, listed in DIR/explanations.csv."),
 ) -> None:
     """Predict labels for images; writes one CSV row per image (labels, one probability column per label)."""
     from labelwise.infer.predict import Predictor, list_images
@@ -43,5 +46,10 @@ def predict(
     errors = sum(1 for r in rows if r.error)
     out.print(f"predicted {len(rows) - errors} images" + (f", {errors} unreadable (see the error column)" if errors else "")
               + f" -> [bold]{out_file}[/]")
+    if explain is not None:
+        from labelwise.infer.explain import explain_images
+
+        maps = [e for e in explain_images(run, paths, explain, threshold=threshold) if e.file]
+        out.print(f"explained {len(maps)} (image, label) pairs -> [bold]{explain}[/]")
 
 
