@@ -125,6 +125,12 @@ class TrainConfig:
     num_nodes: int = opt(1, "Machines taking part (with --distributed ddp).", panel="Run")
     precision: str = opt("auto", "auto (mixed precision where measured to be faster: GPUs, and cnn-small on AMX "
                          "CPUs), 32, bf16-mixed, 16-mixed.", panel="Run", choices=("auto", "32", "bf16-mixed", "16-mixed"))
+    logger: str = opt("", "Experiment loggers beside history.csv, comma-separated: csv, tensorboard, mlflow (e.g. "
+                      "tensorboard,mlflow; the last two need pip install labelwise[loggers]).", panel="Run")
+    logger_dir: str | None = opt(None, "Folder the loggers write to (default RUN/logs; MLflow: a local store in it).",
+                                 panel="Run")
+    tracking_uri: str | None = opt(None, "MLflow tracking URI instead of the local store, e.g. http://127.0.0.1:5000.",
+                                   panel="Run")
     overwrite: bool = opt(False, "Replace the run in --out even when it was trained on other data, or write into a "
                           "non-empty folder labelwise did not make.", panel="Run")
 

@@ -25,6 +25,7 @@ from labelwise.models.bundle import ModelMeta, library_versions, save_model
 from labelwise.models.card import write_hub_and_card
 from labelwise.models.classifier import Classifier, model_probs
 from labelwise.outputs import bundle_transaction, check_resume_labels
+from labelwise.training.loggers import log_final
 from labelwise.training.lightning import (
     HistoryWriter,
     LitClassifier,
@@ -198,6 +199,7 @@ def finalize(prep: Prepared, fitted: Fitted, train_idx: np.ndarray, val_idx: np.
                            fitted.val_probs, labels)
         _write_skipped(prep, run_dir)
     write_hub_and_card(run_dir, fitted.model)  # RUN/hub/ (timm's layout) when expressible, RUN/README.md
+    log_final(run_dir, metrics)  # --logger: the final scores, then the loggers close
     return TrainResult(run_dir, metrics, prep.samples.skipped, fitted.wall_s / max(1, fitted.epochs_run),
                        fitted.epochs_run)
 

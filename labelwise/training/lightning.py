@@ -267,6 +267,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     loggers = build_loggers(cfg, run_dir)  # --logger: Lightning's CSV / TensorBoard / MLflow loggers
     if loggers:
         callbacks.append(EpochMetrics())
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
@@ -297,4 +298,3 @@ class EarlyStoppingAfterUnfreeze(EarlyStopping):
 
 def _lightning_precision(precision: str) -> str:
     return "32-true" if precision in ("32", "auto") else precision  # auto is resolved in training.prepare
-

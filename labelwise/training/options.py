@@ -9,6 +9,7 @@ from labelwise.data.augment_presets import AUGMENT_PRESETS
 from labelwise.data.sources import FORMATS
 from labelwise.errors import ConfigError, check_choice
 from labelwise.registry import Registry
+from labelwise.training.loggers import parse_loggers
 from labelwise.training.losses import LOSSES
 from labelwise.training.optim import OPTIMIZERS, SCHEDULERS
 
@@ -35,4 +36,5 @@ def check_options(cfg: RunConfig) -> RunConfig:
     """Every choice option against its registry or fixed choices (with a did-you-mean), before any work starts."""
     check_strategy(cfg.train.strategy)
     check_choices(cfg, {name: reg.names() for name, reg in REGISTRIES.items()})
+    parse_loggers(cfg.train.logger)  # unknown names and missing packages, before any work
     return cfg
