@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from labelwise.cli import (
     cache,
@@ -27,6 +28,7 @@ from labelwise.cli import (
     train,
 )
 from labelwise.cli.console import console
+from labelwise.cli.extras import missing_extra_message
 from labelwise.errors import LabelwiseError
 from labelwise.outputs import DISK_ERRNOS
 from labelwise.version import __version__
@@ -64,7 +66,13 @@ def main() -> None:
     try:
         app()
     except LabelwiseError as e:
-        console.print(f"[bold red]error:[/] {e}")
+        console.print(f"[bold red]error:[/] {escape(str(e))}")  # messages may hold [brackets]: print them as text
+        sys.exit(2)
+    except ModuleNotFoundError as e:  # an optional part (serve, export, loggers, hub) is not installed
+        advice = missing_extra_message(e)
+        if advice is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(advice)}")
         sys.exit(2)
     except KeyboardInterrupt as e:
         _interrupted(e)
