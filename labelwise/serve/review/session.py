@@ -30,7 +30,7 @@ from labelwise.infer.predict import Predictor
 from labelwise.infer.suggest import DEFAULT_OUT as TO_LABEL_FILE
 from labelwise.infer.suggest import read_to_label
 from labelwise.report.analysis import decisions, image_losses
-from labelwise.report.build import _load_dataset, _relocate
+from labelwise.report.dataset import load_dataset, relocate
 from labelwise.report.label_issues import find_issues
 from labelwise.report.rundata import load_run
 from labelwise.serve.review.decisions import ACTIONS, FILE_NAME, DecisionLog
@@ -75,7 +75,7 @@ class ReviewSession:
         self.run = load_run(self.run_dir)
         self.labels = self.run.labels
         self.thresholds = self.run.thresholds
-        samples, note = _load_dataset(self.run, data)
+        samples, note = load_dataset(self.run, data)
         if samples is None:
             raise LabelwiseError(f"review needs the training data: {note}")
         self.samples = samples
@@ -90,7 +90,7 @@ class ReviewSession:
         self._by_path: dict[Path, str] = {}
         oos = self.run.oof if self.run.oof is not None else self.run.val
         for pred in {id(self.run.val): self.run.val, id(oos): oos}.values():
-            _relocate(pred, samples.paths)
+            relocate(pred, samples.paths)
         val_paths = {p for p in self.run.val.paths}
         for i, p in enumerate(samples.paths):
             key = p.relative_to(self.root).as_posix()
