@@ -63,6 +63,10 @@ class ModelMeta:
     versions: dict | None = None
     members: tuple[str, ...] = ()  # backbone of each member when backbone == "ensemble"
     fusion: str = "early"
+    # the training augmentation (--augment, --vflip): test-time augmentation uses only views the model saw;
+    # None = not recorded (bundles written before labelwise recorded it)
+    augment: str | None = None
+    vflip: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +85,7 @@ class ModelMeta:
             "versions": self.versions or {},
             "members": list(self.members),
             "fusion": self.fusion,
+            "train_augmentation": {"preset": self.augment, "vflip": self.vflip},
         }
 
     @classmethod
@@ -101,7 +106,9 @@ class ModelMeta:
                        train_label_freq=tuple(d.get("train_label_freq", ())),
                        train_most_common_set=tuple(d.get("train_most_common_set", ())),
                        seed=int(d.get("seed", 0)), versions=d.get("versions"),
-                       members=tuple(str(m) for m in d.get("members", ())), fusion=str(d.get("fusion", "early")))
+                       members=tuple(str(m) for m in d.get("members", ())), fusion=str(d.get("fusion", "early")),
+                       augment=(d.get("train_augmentation") or {}).get("preset"),
+                       vflip=(d.get("train_augmentation") or {}).get("vflip"))
         except BundleError:
             raise
         except (KeyError, TypeError, ValueError) as e:
