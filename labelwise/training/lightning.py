@@ -5,6 +5,7 @@ import csv
 import io
 import math
 import pickle
+import sys
 import time
 import warnings
 from datetime import timedelta
@@ -218,6 +219,27 @@ class HistoryWriter(Callback):
         write_csv(self.path, header, [[r.get(k, "") for k in header] for r in self.rows])
 
 
+class EpochLine(Callback):
+    """One plain line per epoch on stdout (epoch, losses, monitored metric, elapsed) for logs and pipes."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LitClassifier) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        val_loss = trainer.callback_metrics.get("val_loss")
+        monitored = pl_module.last_val.get(pl_module.monitor)
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
+                 f"train_loss {pl_module.train_loss_epoch():.4f}"]
+        if val_loss is not None:
+            parts.append(f"val_loss {float(val_loss):.4f}")
+        if monitored is not None:
+            parts.append(f"val_{pl_module.monitor} {monitored:.4f}")
+        parts.append(f"elapsed {time.monotonic() - self.start:.1f}s")
+        print("  ".join(parts), flush=True)
+
+
 class EpochMetrics(Callback):
     """Hands the per-epoch values Lightning does not log itself to the --logger loggers."""
 
@@ -264,6 +286,10 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
         callbacks.append(EarlyStoppingAfterUnfreeze(cfg.freeze_epochs, monitor=f"val_{monitor}",
                                                     patience=cfg.early_stopping,
                                                     mode="max" if higher_is_better(monitor) else "min"))
+    # stdout not a terminal (CI log, nohup, a pipe): one plain line per epoch instead of a progress bar
+    plain = progress and not sys.stdout.isatty()
+    if plain:
+        callbacks.append(EpochLine())
     loggers = build_loggers(cfg, run_dir)  # --logger: Lightning's CSV / TensorBoard / MLflow loggers
     if loggers:
         callbacks.append(EpochMetrics())
@@ -273,7 +299,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=loggers or False,
         strategy=cfg.distributed, num_nodes=cfg.num_nodes, plugins=[AtomicCheckpointIO()],
-        callbacks=callbacks, enable_model_summary=False, enable_progress_bar=progress,
+        callbacks=callbacks, enable_model_summary=False, enable_progress_bar=progress and not plain,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=str(run_dir),
         max_time=timedelta(seconds=cfg.time_limit_s) if cfg.time_limit_s else None,
         log_every_n_steps=10, gradient_clip_val=cfg.grad_clip, precision=_lightning_precision(cfg.precision),
