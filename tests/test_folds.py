@@ -73,7 +73,7 @@ def test_same_seed_same_metrics_and_an_ensemble_of_two_runs(data):
 def test_tta_averages_each_image_with_its_mirror(data):
     root, train = data
     res = labelwise.train(train, root / "tta", **FAST)
-    plain, tta = labelwise.load(res.run_dir), labelwise.load(res.run_dir, tta=True)
+    plain, tta = labelwise.load(res.run_dir), labelwise.load(res.run_dir, tta=2)  # 2 views: image + mirror
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (6, 1, plain.meta.image_size, plain.meta.image_size), dtype=np.uint8)
     expected = (plain.predict_pixels(pixels) + plain.predict_pixels(np.ascontiguousarray(pixels[..., ::-1]))) / 2

@@ -10,7 +10,7 @@ from labelwise.cli.console import (
     _print_skipped,
     out,
 )
-from labelwise.cli.help import DATA_HELP, ENGINE_HELP, FORMAT_HELP
+from labelwise.cli.help import DATA_HELP, ENGINE_HELP, FORMAT_HELP, TTA_HELP, TTA_VIEWS_HELP, tta_option
 from labelwise.cli.scores import print_scores
 
 
@@ -25,7 +25,8 @@ def evaluate(
     out_file: Optional[Path] = typer.Option(None, "--out", help="Metrics JSON to write (default RUN/evaluation.json)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file that labelwise did not write."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
-    tta: bool = typer.Option(False, "--tta", help="Average predictions over flipped copies (test-time augmentation)."),
+    tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
+    tta_views: Optional[int] = typer.Option(None, "--tta-views", metavar="N", help=TTA_VIEWS_HELP),
 ) -> None:
     """Score a trained model on a labelled dataset, next to trivial baselines."""
     from labelwise.infer.evaluate_bundle import evaluate as run_evaluate
@@ -34,7 +35,7 @@ def evaluate(
     check_output_file(out_file or run / "evaluation.json", "json", overwrite)  # before any work
 
     result = run_evaluate(run, data, fmt=fmt, images=images, delimiter=delimiter, strict=strict,
-                          threshold=threshold, out=out_file, engine=engine, tta=tta)
+                          threshold=threshold, out=out_file, engine=engine, tta=tta_option(tta, tta_views))
     _print_skipped([(Path(s["path"]), s["reason"]) for s in result["skipped_images"]])
     print_scores(result)
     out.print(f"metrics written to [bold]{result['written_to']}[/]")

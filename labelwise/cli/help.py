@@ -3,3 +3,11 @@ DATA_HELP = "A folder (class subfolders; labels.csv + images/; annotations/ + im
 FORMAT_HELP = "Data format: auto, folder, csv-tags, csv-onehot, annotations."
 DELIMITER_HELP = "Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |."
 ENGINE_HELP = "torch (PyTorch) or onnx (onnxruntime; exports RUN/model.onnx once, kept in step with the weights)."
+TTA_HELP = ("Test-time augmentation: average over 6 views the model trained with (mirror; upside-down too for "
+            "--vflip runs; small shifts).")
+TTA_VIEWS_HELP = "Test-time augmentation with N views (implies --tta; 1 = off, 2 = image + mirror)."
+
+
+def tta_option(tta: bool, tta_views: int | None) -> bool | int:
+    """--tta / --tta-views N -> the ``tta`` argument of Predictor.load (False, True or a count)."""
+    return tta_views if tta_views is not None else tta

@@ -10,7 +10,7 @@ from labelwise.cli.console import (
     _note,
     out,
 )
-from labelwise.cli.help import ENGINE_HELP
+from labelwise.cli.help import ENGINE_HELP, TTA_HELP, TTA_VIEWS_HELP, tta_option
 from labelwise.errors import LabelwiseError
 
 
@@ -21,7 +21,8 @@ def predict(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file that labelwise did not write."),
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
-    tta: bool = typer.Option(False, "--tta", help="Average predictions over flipped copies (test-time augmentation)."),
+    tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
+    tta_views: Optional[int] = typer.Option(None, "--tta-views", metavar="N", help=TTA_VIEWS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     explain: Optional[Path] = typer.Option(None, "--explain", metavar="DIR",
                                            help="Also write class-activation maps (Grad-CAM): one overlay PNG per "
@@ -31,7 +32,7 @@ def predict(
     from labelwise.infer.predict import Predictor, list_images
     from labelwise.io import write_csv
 
-    predictor = Predictor.load(run, threshold=threshold, engine=engine, tta=tta, notify=_note)
+    predictor = Predictor.load(run, threshold=threshold, engine=engine, tta=tta_option(tta, tta_views), notify=_note)
     from labelwise.outputs import check_output_file
 
     check_output_file(out_file, "csv", overwrite)  # before the model loads

@@ -16,11 +16,13 @@ probabilities agree within 1e-4 and their decisions are identical (``tests/test_
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
+import yaml
 
 from labelwise.errors import ConfigError, check_choice
 from labelwise.models.classifier import model_probs
@@ -54,8 +56,6 @@ def cpu_cores() -> int:
 def to_unit_float(pixels: np.ndarray) -> np.ndarray:
     """uint8 -> float32 in [0, 1], exactly as the torch path computes it (a division, not * 1/255)."""
     return np.divide(pixels, np.float32(255.0), dtype=np.float32)
-
-
 
 
 class TorchEngine:
@@ -108,17 +108,116 @@ class OnnxEngine:
         return np.concatenate(out).astype(np.float32, copy=False)
 
 
-class FlipTTA:
-    """Test-time augmentation over any engine: the mean probability of each image and its mirror image.
+# --- test-time augmentation -----------------------------------------------------------------------
 
-    Mirroring is the flip every augmentation preset trains with, so the two views are equally
-    "in distribution"; averaging them smooths out decisions that hinge on left/right placement.
+DEFAULT_TTA_VIEWS = 6  # `--tta` alone: the flips, then shifted views up to 6 (vflip runs: 4 flips + 2 shifts)
+SHIFTING_PRESETS = ("default", "strong", "trivial")  # --augment presets that train with random shifts
+
+
+@dataclass(frozen=True)
+class View:
+    """One test-time view: optional mirror (hflip), upside-down (vflip), then a shift of (dy, dx) px
+    (content moves down / right), reflect-padded as the training shift is."""
+
+    hflip: bool = False
+    vflip: bool = False
+    dy: int = 0
+    dx: int = 0
+
+    @property
+    def name(self) -> str:
+        parts = [p for p, on in (("hflip", self.hflip), ("vflip", self.vflip)) if on]
+        if self.dy or self.dx:
+            parts.append(f"shift({self.dy:+d},{self.dx:+d})")
+        return "+".join(parts) or "identity"
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) array -> the same shape, this view of every image."""
+        x = pixels
+        if self.hflip:
+            x = x[..., ::-1]
+        if self.vflip:
+            x = x[..., ::-1, :]
+        if self.dy or self.dx:
+            h, w = x.shape[-2:]
+            pad = max(abs(self.dy), abs(self.dx))
+            mode = "reflect" if pad < min(h, w) else "edge"  # reflect needs pad < side
+            xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode=mode)
+            x = xp[..., pad - self.dy:pad - self.dy + h, pad - self.dx:pad - self.dx + w]
+        return np.ascontiguousarray(x)
+
+
+def tta_views(n: int | None, image_size: int, *, vflip: bool = False, shifts: bool = True) -> tuple[View, ...]:
+    """The first ``n`` views (None: DEFAULT_TTA_VIEWS) of an ordered pool: the flips the model trained with
+    (identity, mirror; with --vflip also upside-down and both), then each flip shifted by 1/16 of the side
+    (half the training shift, so still in distribution) along the 4 diagonals. ``shifts`` False (a run trained
+    with --augment none/light) keeps the flips only. Asking for more views than the pool has gives the pool.
+
+    >>> [v.name for v in tta_views(4, 32)]
+    ['identity', 'hflip', 'shift(+2,+2)', 'hflip+shift(-2,-2)']
+    """
+    flips = [View(), View(hflip=True)] + ([View(vflip=True), View(hflip=True, vflip=True)] if vflip else [])
+    pool = list(flips)
+    if shifts:
+        d = max(1, round(image_size / 16))
+        offsets = [(d, d), (-d, -d), (d, -d), (-d, d)]
+        # interleave so that any prefix mixes flips and shift directions
+        for i in range(len(offsets)):
+            for j, f in enumerate(flips):
+                dy, dx = offsets[(i + j) % len(offsets)]
+                pool.append(View(f.hflip, f.vflip, dy, dx))
+    n = DEFAULT_TTA_VIEWS if n is None else n
+    if n < 1:
+        raise ConfigError(f"--tta-views {n}: use at least 1 view (1 = no test-time augmentation)")
+    return tuple(pool[:n])
+
+
+class TTA:
+    """Test-time augmentation over any engine: the mean probability over ``views`` of each image.
+
+    The views are transformations the model saw in training (see ``tta_views``), so each is equally
+    "in distribution"; averaging them smooths out decisions that hinge on placement or orientation.
     """
 
-    def __init__(self, base: Engine):
+    def __init__(self, base: Engine, views: tuple[View, ...]):
         self.base = base
-        self.name = f"{base.name}+tta"
+        self.views = tuple(views)
+        self.name = f"{base.name}+tta{len(self.views)}"
 
     def probs(self, pixels: np.ndarray, batch_size: int = 128) -> np.ndarray:
-        mirrored = np.ascontiguousarray(pixels[..., ::-1])
-        return (self.base.probs(pixels, batch_size) + self.base.probs(mirrored, batch_size)) / 2
+        total = None
+        for view in self.views:
+            p = self.base.probs(view.apply(pixels), batch_size).astype(np.float64)
+            total = p if total is None else total + p
+        if total is None:
+            return self.base.probs(pixels, batch_size)
+        return (total / len(self.views)).astype(np.float32)
+
+
+def trained_augmentation(run_dir: str | Path, meta) -> tuple[str, bool]:
+    """(--augment preset, --vflip) the bundle's model trained with: from model.json, else (older bundles)
+    from RUN/config.yaml, else the defaults ("default", no vertical flips)."""
+    if meta.augment is not None and meta.vflip is not None:
+        return meta.augment, bool(meta.vflip)
+    path = Path(run_dir) / "config.yaml"
+    if path.is_file():
+        try:
+            train = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("train") or {}
+            return str(train.get("augment", "default")), bool(train.get("vflip", False))
+        except (OSError, yaml.YAMLError, AttributeError):
+            pass
+    return "default", False
+
+
+def bundle_views(run_dir: str | Path, meta, tta: bool | int) -> tuple[View, ...]:
+    """The views for ``tta`` (True: the default number; an int: that many; False/0: none) on this bundle."""
+    if tta is False or tta is None:
+        return ()
+    preset, vflip = trained_augmentation(run_dir, meta)
+    n = None if tta is True else int(tta)
+    return tta_views(n, meta.image_size, vflip=vflip, shifts=preset in SHIFTING_PRESETS)
+
+
+def FlipTTA(base: Engine) -> TTA:
+    """The original TTA: each image and its mirror image (kept for callers of the old name)."""
+    return TTA(base, (View(), View(hflip=True)))

@@ -43,6 +43,7 @@ def evaluate(run_dir: str | Path, data: str | Path, *, fmt: str = "auto", images
     result["data"] = str(data)
     result["engine"] = engine
     result["tta"] = tta
+    result["tta_views"] = [v.name for v in getattr(predictor.engine, "views", ())]
     result["skipped_images"] = [{"path": str(p), "reason": r} for p, r in skipped]
     out_path = Path(out) if out else Path(run_dir) / "evaluation.json"
     result = to_jsonable(result)

@@ -21,9 +21,10 @@ from labelwise.errors import DataError
 from labelwise.evaluation.thresholds import apply_thresholds
 from labelwise.infer.engines import (
     Engine,
-    FlipTTA,
+    TTA,
     OnnxEngine,
     TorchEngine,
+    bundle_views,
     check_engine,
 )
 from labelwise.infer.export import current_onnx
@@ -56,9 +57,11 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: str | Path, threshold: float | None = None, engine: str = "torch",
-             notify: Callable[[str], None] | None = None, tta: bool = False) -> Predictor:
+             notify: Callable[[str], None] | None = None, tta: bool | int = False) -> Predictor:
         """Load RUN on ``engine``: "torch" (PyTorch eager) or "onnx" (onnxruntime over RUN/model.onnx,
-        exported first if missing or out of date; ``notify`` hears one line before that slow step)."""
+        exported first if missing or out of date; ``notify`` hears one line before that slow step).
+        ``tta``: average over test-time views (True: the default number, an int: that many; see
+        labelwise.infer.engines.tta_views), only flips/shifts the model trained with."""
         check_engine(engine)
         if engine == "onnx":
 
@@ -68,7 +71,8 @@ class Predictor:
         else:
             model, meta = load_model(Path(run_dir))
             base = TorchEngine(model, meta.labels.multilabel)
-        return cls(FlipTTA(base) if tta else base, meta, threshold)
+        views = bundle_views(run_dir, meta, tta)
+        return cls(TTA(base, views) if len(views) > 1 else base, meta, threshold)
 
     @property
     def model(self) -> torch.nn.Module | None:
