@@ -4,7 +4,7 @@
 cnn-small, a couple of epochs) unless one is given, writes its report, renders it and prints the
 PNG's path. Also imported by tests/test_report.py.
 
-    python tests/report_screenshot.py [RUN_DIR] [--out report.png] [--multiclass]
+    python tests/report_screenshot.py [RUN_DIR] [--out report.png] [--multiclass] [--gallery]
 """
 from __future__ import annotations
 
@@ -83,6 +83,38 @@ def render(html: Path, png: Path, full_page: bool = True, expand: bool = False) 
     return Rendered(Path(png), images, sections, errors)
 
 
+_GALLERY_JS = """() => {
+  document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; });
+  // maps on in the first gallery (highest loss) and the misses; the per-class strips keep their images
+  const g = document.querySelectorAll('#galleries .gallery');
+  [g[0], g[1]].forEach(x => x && x.querySelectorAll('.tile.has-map').forEach(t => t.classList.add('show-map')));
+  const s = document.getElementById('galleries');
+  window.scrollTo(0, s.getBoundingClientRect().top + window.scrollY - 8);
+  return document.querySelectorAll('#galleries .tile.has-map').length;
+}"""
+
+
+def gallery_shot(html: Path, png: Path, width: int = 1400, height: int = 2000) -> int:
+    """Screenshot the Galleries section (class-activation maps shown in its first galleries); returns
+    how many gallery tiles have a map."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": width, "height": height}, offline=True)
+        try:
+            page = browser.new_page()
+            page.goto(Path(html).resolve().as_uri(), wait_until="load")
+            with_maps = page.evaluate(_GALLERY_JS)
+            page.wait_for_function(_ALL_LOADED_JS, timeout=30_000)
+            png.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(png))
+        finally:
+            browser.close()
+    return int(with_maps)
+
+
 def build_small_run(root: Path, multiclass: bool = False) -> Path:
     """A small real run on Fashion-MNIST (cnn-small, 4 epochs at 32 px): a minute or two on a laptop CPU."""
     import labelwise
@@ -109,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--multiclass", action="store_true", help="build the small multi-class run instead")
     ap.add_argument("--work", type=Path, default=Path("runs/report-screenshot"), help="where a small run is built")
     ap.add_argument("--viewport", action="store_true", help="only the first screen, not the full page")
+    ap.add_argument("--gallery", action="store_true", help="only the Galleries section, with maps shown")
     args = ap.parse_args(argv)
     if not chromium_available():
         print(f"no Chromium at {CHROMIUM}; install the Debian package chromium", file=sys.stderr)
@@ -117,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
 
     run = args.run or build_small_run(args.work, args.multiclass)
     html = build_report(run)
+    if args.gallery:
+        gallery_shot(html, args.out or run / "report_gallery.png")
+        print(args.out or run / "report_gallery.png")
+        return 0
     result = render(html, args.out or run / "report.png", full_page=not args.viewport)
     for e in result.errors:
         print(f"browser: {e}", file=sys.stderr)

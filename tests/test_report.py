@@ -41,9 +41,9 @@ N_FLIPS = 20  # planted label errors: about 4 land in validation (20%)
 N_COPIES = 12  # planted copies of training images: some straddle the split
 
 
-def _train(data: Path, run: Path, epochs: int) -> Path:
+def _train(data: Path, run: Path, epochs: int, **options) -> Path:
     labelwise.train(data, out=run, epochs=epochs, backbone="cnn-small", pretrained=False, progress=False,
-                    image_size=32, batch_size=16, seed=0)
+                    image_size=32, batch_size=16, seed=0, **options)
     return run
 
 
@@ -87,7 +87,9 @@ def mc_run(tmp_path_factory):
     for folder in data.iterdir():  # four easy classes keep two epochs meaningful
         if folder.name not in ("trouser", "bag", "sneaker", "dress"):
             shutil.rmtree(folder)
-    run = _train(data, root / "run", epochs=2)
+    # non-default optimizer and schedule: the Run table must say what was used, not "AdamW"
+    run = _train(data, root / "run", epochs=2, optimizer="sgd", lr=0.01, momentum=0.8, scheduler="step",
+                 step_size=1, gamma=0.5)
     return {"run": run, "html": build_report(run), "data": data}
 
 
@@ -129,7 +131,7 @@ def test_every_section_and_image(fixture, request):
         assert (html_path.parent / src).is_file(), src
     # no external script, stylesheet or font either
     assert "<script src" not in text and "<link" not in text and "@import" not in text
-    assert sorted(p.name for p in (r["run"] / "report_files").iterdir()) == ["plots", "thumbs"]
+    assert sorted(p.name for p in (r["run"] / "report_files").iterdir()) == ["maps", "plots", "thumbs"]
 
 
 @needs_fashion
@@ -224,6 +226,78 @@ def test_renders_in_headless_chromium(ml_run, tmp_path):
     assert set(SECTIONS) <= set(shot.sections)
     assert len(shot.images) > 20 and not shot.broken, shot.broken
     assert not shot.errors, shot.errors
+
+
+@needs_fashion
+def test_run_table_prints_every_option_that_shaped_the_run(mc_run):
+    import yaml
+
+    from labelwise.config import SECTIONS, flag_of
+
+    run = _section(mc_run["html"].read_text(encoding="utf-8"), "run")
+    assert "AdamW" not in run and "adamw" not in run
+
+    def row(flag: str) -> str:
+        start = run.index(f"<code>{flag}</code>")
+        return run[start:run.index("</tr>", start)]
+    assert ">sgd<" in row("--optimizer") and ">step<" in row("--scheduler")
+    assert ">0.8<" in row("--momentum") and ">0.01<" in row("--lr") and ">0.5<" in row("--gamma")
+    # every option of the schema that config.yaml records is shown, whatever its name
+    cfg = yaml.safe_load((mc_run["run"] / "config.yaml").read_text())
+    from dataclasses import fields
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            if f.name in cfg[section]:
+                assert f"<code>{flag_of(f)}</code>" in run, flag_of(f)
+    # resolved values, not "auto": the backbone training picked and the loss it used
+    assert ">cnn-small<" in row("--model") and ">auto<" not in row("--loss")
+
+
+@needs_fashion
+def test_gallery_images_carry_their_class_activation_maps(ml_run):
+    html = ml_run["html"].read_text(encoding="utf-8")
+    galleries = _section(html, "galleries")
+    tiles = galleries.count('<figure class="tile')
+    with_map = galleries.count(" has-map")
+    assert tiles > 30 and with_map == tiles  # every readable gallery image has its map
+    assert 'class="cam' in galleries and "map · " in galleries
+    assert galleries.count("map · trouser") + galleries.count("map · bag") + galleries.count("map · sneaker") == with_map
+    issues = _section(html, "label-errors")
+    assert issues.count('<figure class="tile') == issues.count(" has-map") > 0  # suspected errors carry maps too
+    files = ml_run["run"] / "report_files"
+    maps = list((files / "maps").iterdir())
+    assert 0 < len(maps) and all(m.stat().st_size < 20_000 for m in maps)  # thumbnails, not full images
+    # the whole report (page + plots + thumbnails + maps) stays small enough to mail
+    total = sum(p.stat().st_size for p in files.rglob("*") if p.is_file()) + ml_run["html"].stat().st_size
+    assert total < 8_000_000, total
+    # the toggle is in the page's own script
+    assert 'classList.toggle("show-map")' in html
+
+
+@needs_fashion
+def test_training_curves_show_validation_and_training_sample(ml_run):
+    html = ml_run["html"].read_text(encoding="utf-8")
+    training = _section(html, "training")
+    assert "metric_curves.png" in training and "fixed sample of training images" in training
+    with open(ml_run["run"] / "history.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    for key in ("map", "f1_macro", "f1_micro", "f1_weighted", "exact_match", "hamming_accuracy",
+                "precision_macro", "recall_macro"):
+        assert key in row and f"train_{key}" in row, key
+    scores = _section(html, "scores")
+    assert "weighted" in scores.lower() and "P@10" in scores and "P@50" in scores
+    galleries = _section(html, "galleries")
+    assert "What the model misses most" in galleries and "scored 0." in galleries
+
+
+def test_tail_precision():
+    from labelwise.report.sections.scores import tail_precision
+
+    probs = np.array([[0.9, 0.1], [0.8, 0.7], [0.2, 0.6], [0.1, 0.5]])
+    targets = np.array([[1, 0], [0, 1], [0, 0], [1, 1]])
+    assert tail_precision(probs, targets, 2) == [0.5, 0.5]
+    assert tail_precision(probs, targets, 4) == [0.5, 0.5]
+    assert tail_precision(probs, targets, 5) == [None, None]
 
 
 def test_true_label_cells_with_spaces_in_names():

@@ -5,8 +5,8 @@ Each function returns a ``Figure``; ``save`` writes it as PNG at 2x resolution f
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib import rc_context
@@ -286,3 +286,31 @@ def _average_precision(cur: dict[str, np.ndarray], t: np.ndarray) -> float | Non
 
 def _short(text: str, n: int = 22) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def metric_curves(history: list[dict[str, float]], keys: Sequence[str], titles: Sequence[str],
+                  best_epoch: int | None) -> Figure:
+    """One small panel per metric: validation (blue) and the training sample (orange) per epoch."""
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
+    n = len(keys)
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    with style():
+        fig = Figure(figsize=(2.75 * ncols, 0.5 + 2.1 * nrows), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        marker = "o" if len(history) <= 30 else None
+        for ax, key, title in zip(axes, keys, titles):
+            for col, name, color in ((key, "validation", BLUE), (f"train_{key}", "training sample", ORANGE)):
+                v = np.array([r.get(col, math.nan) for r in history], dtype=np.float64)
+                if np.isfinite(v).any():
+                    ax.plot(epochs, v, color=color, marker=marker, ms=3, lw=1.5, label=name)
+            if best_epoch:
+                ax.axvline(best_epoch, color=GREEN, ls="--", lw=1)
+            ax.set_title(title)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        for ax in axes[n:]:
+            ax.set_visible(False)
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside upper right", ncols=2)
+    return fig

@@ -59,13 +59,15 @@ def load_run(run_dir: Path) -> RunData:
     metrics = _read_json(run_dir / "metrics.json", required=True)
     evaluation = _read_json(run_dir / "evaluation.json", required=False)
     config = _read_yaml(run_dir / "config.yaml")
-    val_path = run_dir / PREDICTION_FILES["val"]
-    if not val_path.is_file():
+    val_path, oof_path = run_dir / PREDICTION_FILES["val"], run_dir / PREDICTION_FILES["oof"]
+    oof = read_predictions(oof_path, meta.labels, "oof") if oof_path.is_file() else None
+    if val_path.is_file():
+        val = read_predictions(val_path, meta.labels, "val")
+    elif oof is not None:
+        val = oof  # a k-fold run: every image scored once, by the fold model that did not see it
+    else:
         raise BundleError(f"{val_path}: missing; the report needs the validation predictions that "
                           "`labelwise train` writes. Re-run training into this folder.")
-    val = read_predictions(val_path, meta.labels, "val")
-    oof_path = run_dir / PREDICTION_FILES["oof"]
-    oof = read_predictions(oof_path, meta.labels, "oof") if oof_path.is_file() else None
     return RunData(run_dir, meta, metrics, config, read_history(run_dir / "history.csv"), val, oof,
                    evaluation, _read_skipped(run_dir / "skipped_images.csv"))
 

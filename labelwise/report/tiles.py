@@ -26,6 +26,7 @@ class Tile:
     note_kind: str = ""  # css hint for the note
     thumb: Thumb | None = None
     extra: dict = field(default_factory=dict)
+    map: Thumb | None = None  # the class-activation map over the thumbnail (a MapThumb, with its label)
 
     @property
     def name(self) -> str:
