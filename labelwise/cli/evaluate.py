@@ -8,6 +8,7 @@ import typer
 
 from labelwise.cli.console import (
     _print_skipped,
+    console,
     out,
 )
 from labelwise.cli.help import DATA_HELP, ENGINE_HELP, FORMAT_HELP, TTA_HELP, TTA_VIEWS_HELP, tta_option
@@ -27,16 +28,29 @@ def evaluate(
     engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP),
     tta_views: Optional[int] = typer.Option(None, "--tta-views", metavar="N", help=TTA_VIEWS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout (for scripts; the "
+                                 "skipped images and notes still go to stderr)."),
 ) -> None:
     """Score a trained model on a labelled dataset, next to trivial baselines."""
-    from labelwise.infer.evaluate_bundle import evaluate as run_evaluate
     from labelwise.outputs import check_output_file
 
     check_output_file(out_file or run / "evaluation.json", "json", overwrite)  # before any work
+    from labelwise.infer.evaluate_bundle import evaluate as run_evaluate
 
     result = run_evaluate(run, data, fmt=fmt, images=images, delimiter=delimiter, strict=strict,
-                          threshold=threshold, out=out_file, engine=engine, tta=tta_option(tta, tta_views))
+                          threshold=threshold, out=out_file, engine=engine, tta=tta_option(tta, tta_views),
+                          progress=True)
+    if out_file is None and (run / "README.md").is_file():  # the model card gains the held-out scores
+        from labelwise.models.card import write_card
+
+        write_card(run)
     _print_skipped([(Path(s["path"]), s["reason"]) for s in result["skipped_images"]])
+    if as_json:
+        import json
+
+        print(json.dumps(result, indent=2))
+        console.print(f"metrics written to {result['written_to']}")
+        return
     print_scores(result)
     out.print(f"metrics written to [bold]{result['written_to']}[/]")
 

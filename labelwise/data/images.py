@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from labelwise.data.sources.base import IMAGE_EXTENSIONS  # noqa: F401  (re-expo
 from labelwise.data.tiff import TIFF_MAGIC, CodecError, check_pixels, read_tiff, tiff_layout, to_uint8
 from labelwise.errors import ImageError
 
+log = logging.getLogger("labelwise")
 DEFAULT_MAX_PIXELS: int = 100_000_000
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -296,13 +299,38 @@ def _open_file(path: PathLike) -> Iterator[tuple[BinaryIO, str]]:
         yield f, name
 
 
+class _Chatter(logging.Handler):
+    """Collects tifffile's log messages for the file this thread is decoding (see _guard)."""
+
+    local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bucket = getattr(self.local, "bucket", None)
+        if bucket is not None:
+            bucket.append(record.getMessage())
+
+
+@functools.cache
+def _quiet_tifffile() -> None:
+    # A handler of its own keeps tifffile's messages off the terminal (logging's last-resort
+    # stderr printer only runs when a logger has none); _guard reports them per file.
+    logging.getLogger("tifffile").addHandler(_Chatter())
+
+
 @contextmanager
 def _guard(name: str) -> Iterator[None]:
-    """Turn whatever a decoder raises on a bad file into ImageError("<reason>: <name>")."""
-    with warnings.catch_warnings():
+    """Turn whatever a decoder raises on a bad file into ImageError("<reason>: <name>").
+
+    Third-party chatter (Pillow's UserWarnings, tifffile's log messages) never reaches the terminal:
+    on a file that fails it joins the reason; on one that decodes it is logged at debug level."""
+    _quiet_tifffile()
+    _Chatter.local.bucket = tiff_said = []
+    with warnings.catch_warnings(record=True) as caught:
         # Our own cap (checked from the header before decoding) replaces Pillow's warning. Before
         # Python 3.14 catch_warnings is process-wide; racing threads can at worst leave this
-        # harmless "ignore" filter behind. (DataLoader workers are processes: no race there.)
+        # harmless "ignore" filter behind, or file one thread's warning under another's image.
+        # (DataLoader workers are processes: no race there.)
+        warnings.simplefilter("always")
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             yield
@@ -318,5 +346,15 @@ def _guard(name: str) -> Iterator[None]:
             text = str(exc) or type(exc).__name__
             reason = "file is truncated (an incomplete download or copy?)" if "truncated" in text \
                 else f"corrupt or unsupported image data ({text})"
-            raise ImageError(f"{reason}: {name}") from exc
+            said = _said(caught, tiff_said)
+            raise ImageError(f"{reason}{f' [decoder said: {said}]' if said else ''}: {name}") from exc
+        finally:
+            _Chatter.local.bucket = None
+    said = _said(caught, tiff_said)
+    if said:
+        log.debug("%s: decoded despite: %s", name, said)
 
+
+def _said(caught: list, tiff_said: list[str]) -> str:
+    lines = [" ".join(str(w.message).split()) for w in caught] + [" ".join(m.split()) for m in tiff_said]
+    return "; ".join(dict.fromkeys(line for line in lines if line))[:300]

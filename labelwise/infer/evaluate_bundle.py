@@ -10,15 +10,17 @@ from labelwise.data.sources import load_samples
 from labelwise.errors import DataError
 from labelwise.evaluation.metrics import MONITOR_DEFAULT, to_jsonable
 from labelwise.evaluation.scoring import TrainStats, score
-from labelwise.infer.predict import Predictor
+from labelwise.infer.predict import Progress, Predictor
 from labelwise.io import write_json
 from labelwise.labels import LabelSpace
 
 
 def evaluate(run_dir: str | Path, data: str | Path, *, fmt: str = "auto", images: str | Path | None = None,
              delimiter: str = "auto", strict: bool = False, threshold: float | None = None,
-             out: str | Path | None = None, engine: str = "torch", tta: bool = False) -> dict[str, Any]:
-    """Score a saved model on a labelled dataset; writes the metrics JSON (default RUN/evaluation.json)."""
+             out: str | Path | None = None, engine: str = "torch", tta: bool = False,
+             progress: Progress = False) -> dict[str, Any]:
+    """Score a saved model on a labelled dataset; writes the metrics JSON (default RUN/evaluation.json).
+    ``progress``: as for Predictor.iter_probs (True: a bar on stderr, or a callback(done, total))."""
 
     predictor = Predictor.load(run_dir, threshold=threshold, engine=engine, tta=tta)
     meta = predictor.meta
@@ -26,7 +28,7 @@ def evaluate(run_dir: str | Path, data: str | Path, *, fmt: str = "auto", images
     targets = _align_labels(samples, meta.labels)
     probs_parts, keep_rows, skipped = [], [], []
     offset = 0
-    for part, probs, bad in predictor.iter_probs(samples.paths):
+    for part, probs, bad in predictor.iter_probs(samples.paths, progress=progress):
         if bad and strict:
             p, reason = next(iter(bad.items()))
             raise DataError(f"{reason}; --strict is set, so unreadable images are errors")

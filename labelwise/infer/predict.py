@@ -11,13 +11,14 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
 
 from labelwise.data import images
 from labelwise.data.decoded import decode_all
-from labelwise.errors import DataError
+from labelwise.errors import ConfigError, DataError, ImageError
 from labelwise.evaluation.thresholds import apply_thresholds
 from labelwise.infer.engines import (
     Engine,
@@ -28,6 +29,8 @@ from labelwise.infer.engines import (
     check_engine,
 )
 from labelwise.infer.export import current_onnx
+from labelwise.infer import pipeline
+from labelwise.models import hub
 from labelwise.models.bundle import ModelMeta, load_model, read_meta
 from labelwise.models.classifier import model_probs
 
@@ -43,7 +46,10 @@ class Prediction:
     error: str = ""
 
 
-__all__ = ["Prediction", "Predictor", "list_images", "model_probs"]
+if TYPE_CHECKING:
+    import PIL.Image
+
+__all__ = ["InMemory", "Prediction", "Predictor", "list_images", "model_probs"]
 
 
 class Predictor:
@@ -63,7 +69,14 @@ class Predictor:
         ``tta``: average over test-time views (True: the default number, an int: that many; see
         labelwise.infer.engines.tta_views), only flips/shifts the model trained with."""
         check_engine(engine)
-        if engine == "onnx":
+        if hub.is_hub_dir(run_dir):  # a folder in timm's Hub layout written by labelwise (RUN/hub/)
+            if engine != "torch":
+                raise ConfigError(f"{run_dir} is a timm/Hub folder: it runs on --engine torch; for onnx pass "
+                                  "the run directory it came from")
+            meta_dict, model = hub.read_hub(run_dir)
+            meta = ModelMeta.from_dict(meta_dict, str(Path(run_dir) / hub.CONFIG_FILE))
+            base = TorchEngine(model, meta.labels.multilabel)
+        elif engine == "onnx":
 
             meta = read_meta(Path(run_dir))
             source, _ = current_onnx(run_dir, meta, notify=notify)
@@ -85,7 +98,8 @@ class Predictor:
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """uint8 array (N, C, S, S) -> probabilities (N, num_labels) float32."""
-        return self.engine.probs(pixels, batch_size)
+        with torch.inference_mode():  # no autograd records: less memory, less time per operator
+            return self.engine.probs(pixels, batch_size)
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """Probabilities -> multi-hot decisions: tuned thresholds (multi-label) or argmax (multi-class)."""
@@ -96,40 +110,119 @@ class Predictor:
             hot[np.arange(len(probs)), probs.argmax(1)] = 1
         return hot
 
-    def iter_probs(self, paths: Sequence[Path], chunk: int = 256, workers: int | None = None,
-                   progress: Progress = False) -> Iterator[tuple[list[Path], np.ndarray, dict[Path, str]]]:
-        """Yield (paths, probabilities of the readable ones, {bad path: reason}) per chunk of images.
+    def iter_probs(self, inputs: Sequence[ImageInput], chunk: int = 256, workers: int | None = None,
+                   progress: Progress = False) -> Iterator[tuple[list, np.ndarray, dict[Any, str]]]:
+        """Yield (items, probabilities of the readable ones, {bad item: reason}) per chunk of images.
 
+        Items are Paths, or InMemory images for PIL images, arrays and bytes (see ``predict``).
         Memory stays bounded by ``chunk`` decoded images, however large the folder.
         """
-        with _progress(progress, len(paths)) as advance:
-            for start in range(0, len(paths), chunk):
-                part = list(paths[start:start + chunk])
-                pixels, bad = decode_all(part, self.meta.image_size, self.meta.in_chans, workers=workers)
-                keep = np.array([p not in bad for p in part], dtype=bool)
+        items = [as_item(x, i) for i, x in enumerate(inputs)]
+        size, chans = self.meta.image_size, self.meta.in_chans
+        n_workers = pipeline.plan_workers(len(items), workers, self.engine)
+        if n_workers:  # many images: decode + model overlapped in worker processes (labelwise.infer.pipeline)
+            yield from pipeline.stream_probs(self.engine, items, size, chans, n_workers,
+                                             lambda total: _progress(progress, total), chunk)
+            return
+        with _progress(progress, len(items)) as advance:
+            for start in range(0, len(items), chunk):
+                part = items[start:start + chunk]
+                files = [j for j, x in enumerate(part) if isinstance(x, Path)]
+                pixels = np.zeros((len(part), chans, size, size), dtype=np.uint8)
+                bad: dict[Any, str] = {}
+                if files:
+                    decoded, bad_files = decode_all([part[j] for j in files], size, chans, workers=workers)
+                    pixels[files] = decoded
+                    bad.update(bad_files)
+                for j, x in enumerate(part):
+                    if isinstance(x, InMemory):
+                        try:
+                            pixels[j] = images.read_resized_bytes(x.data, size, chans, name=x.name).transpose(2, 0, 1)
+                        except ImageError as e:
+                            bad[x] = str(e)
+                keep = np.array([x not in bad for x in part], dtype=bool)
                 probs = self.predict_pixels(pixels[keep])
                 advance(len(part))
                 yield part, probs, bad
 
-    def iter_predict(self, paths: Iterable[str | Path], chunk: int = 256,
+    def iter_predict(self, inputs: Iterable[ImageInput], chunk: int = 256,
                      progress: Progress = False) -> Iterator[Prediction]:
-        """One Prediction per path, in order, streamed chunk by chunk; unreadable images carry their error."""
-        paths = [Path(p) for p in paths]
+        """One Prediction per input, in order, streamed chunk by chunk; unreadable images carry their error."""
         names = self.labels.names
-        for part, probs, bad in self.iter_probs(paths, chunk, progress=progress):
+        for part, probs, bad in self.iter_probs(list(inputs), chunk, progress=progress):
             decisions = self.decide(probs)
             j = 0
             for p in part:
+                name = p.name if isinstance(p, InMemory) else str(p)
                 if p in bad:
-                    yield Prediction(str(p), error=bad[p])
+                    yield Prediction(name, error=bad[p])
                     continue
-                yield Prediction(str(p), [names[k] for k in np.flatnonzero(decisions[j])],
+                yield Prediction(name, [names[k] for k in np.flatnonzero(decisions[j])],
                                  {n: float(v) for n, v in zip(names, probs[j])})
                 j += 1
 
-    def predict(self, paths: Iterable[str | Path], chunk: int = 256, progress: Progress = False) -> list[Prediction]:
-        """One Prediction per path, in order; unreadable images carry their error instead of labels."""
-        return list(self.iter_predict(paths, chunk, progress))
+    def predict(self, inputs: Iterable[ImageInput], chunk: int = 256, progress: Progress = False) -> list[Prediction]:
+        """One Prediction per input, in order; unreadable images carry their error instead of labels.
+
+        An input is a path (str or Path), raw encoded bytes (a JPEG/PNG/TIFF file's content), a PIL
+        image or a numpy array (H, W) / (H, W, C): uint8, 16-bit or float in [0, 1]. Each goes through
+        the same decoder as files (mode conversion, alpha on white, squash-resize), so a file and the
+        same image in memory get the same probabilities.
+
+        >>> p.predict(["a.jpg", open("b.png", "rb").read(), Image.open("c.png"), np.zeros((28, 28), np.uint8)])  # doctest: +SKIP
+        """
+        return list(self.iter_predict(inputs, chunk, progress))
+
+
+@dataclass(frozen=True, eq=False)
+class InMemory:
+    """An image given as data rather than a path: encoded bytes and a name for messages."""
+
+    name: str
+    data: bytes
+
+
+ImageInput = Union[str, Path, bytes, bytearray, memoryview, np.ndarray, "PIL.Image.Image", InMemory]
+
+
+def as_item(x: Any, index: int) -> Path | InMemory:
+    """A path, or an in-memory image encoded losslessly (PNG for 8-bit 1/3/4-channel images, else TIFF)."""
+    if isinstance(x, (Path, InMemory)):
+        return x
+    if isinstance(x, str):
+        return Path(x)
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return InMemory(f"<bytes {index}>", bytes(x))
+    from PIL import Image
+
+    if isinstance(x, Image.Image):
+        name = getattr(x, "filename", "") or f"<image {index}>"
+        return InMemory(str(name), _png(x))
+    if isinstance(x, np.ndarray):
+        name = f"<array {index}>"
+        arr = x[:, :, 0] if x.ndim == 3 and x.shape[2] == 1 else x
+        if arr.ndim not in (2, 3) or arr.size == 0:
+            return InMemory(name, b"")  # the decoder reports it
+        if arr.dtype == np.uint8 and (arr.ndim == 2 or arr.shape[2] in (3, 4)):
+            return InMemory(name, _png(Image.fromarray(np.ascontiguousarray(arr))))
+        import io
+
+        import tifffile
+
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, np.ascontiguousarray(arr), photometric="minisblack" if arr.ndim == 2 or
+                         arr.shape[2] != 3 else "rgb", planarconfig="contig")
+        return InMemory(name, buf.getvalue())
+    raise DataError(f"input {index}: {type(x).__name__} is not an image; pass a path, bytes, a PIL image or a "
+                    "numpy array")
+
+
+def _png(img: "PIL.Image.Image") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 @contextlib.contextmanager
