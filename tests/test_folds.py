@@ -80,3 +80,30 @@ def test_tta_averages_each_image_with_its_mirror(data):
     np.testing.assert_allclose(tta.predict_pixels(pixels), expected, atol=1e-6)
     m = labelwise.evaluate(res.run_dir, train, tta=True, out=root / "tta.json")
     assert m["tta"] is True and m["model"]["map"] > 0.5
+
+
+def test_cli_kfold_run_ends_cleanly_with_its_report(data, tmp_path):
+    """`labelwise train DATA --folds 3` on the default path (report included) exits 0, and the report is
+    built from the out-of-fold predictions, with each fold's scores and their spread."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app
+
+    root, train = data
+    run = tmp_path / "cv"
+    result = CliRunner().invoke(app, ["train", str(train), "--out", str(run), "--folds", "3", "--model", "cnn-small",
+                                      "--no-pretrained", "--epochs", "2", "--cache", "off"])
+    assert result.exit_code == 0, result.output
+    assert not (run / "val_predictions.csv").exists() and (run / "oof_predictions.csv").is_file()
+    html = (run / "report.html").read_text(encoding="utf-8")
+    metrics = json.loads((run / "metrics.json").read_text())
+    folds = metrics["folds"]
+    scores = html[html.index('<section id="scores">'):html.index("</section>", html.index('<section id="scores">'))]
+    assert "Out-of-fold" in scores and "Per fold" in scores
+    assert all(f"fold {i}" in scores for i in (1, 2, 3))
+    # the mean and spread printed are those of metrics.json
+    assert f"{folds['mean']['map']:.3f}" in scores and f"{folds['std']['map']:.3f}" in scores
+    with (run / "oof_predictions.csv").open() as f:
+        n = sum(1 for _ in csv.DictReader(f))
+    assert f"{n:,} images" in scores  # every image, not one split's validation share
+    assert "has-map" in html  # the fold ensemble draws its maps too
