@@ -65,3 +65,71 @@ def test_the_plan_follows_the_steady_epochs_not_the_slow_first_one():
     capped = SimpleNamespace(**{**vars(fake), "cfg": TrainConfig(time_limit_s=600, epochs=5)})
     LitClassifier._plan_for_budget(capped, 83.0, 37.0)
     assert capped.planned_epochs == 5  # --epochs stays the upper bound
+
+
+def test_the_training_budget_is_what_preparation_and_the_report_leave():
+    from labelwise.config import TrainConfig
+    from labelwise.training import budget
+
+    assert budget.training_limit_s(600, spent_s=50, report_s=8) == 542
+    assert budget.training_limit_s(600, spent_s=0) == 600 - budget.REPORT_S
+    assert budget.report_reserve_s(60) == 60 * budget.REPORT_MAX_SHARE  # small budgets: a share, not 8 s
+    assert budget.training_limit_s(100, spent_s=500) == 100 * budget.MIN_TRAINING_SHARE  # one epoch stays possible
+    cfg = budget.for_training(TrainConfig(time_limit_s=600, epochs=7), 92.0)
+    assert cfg.time_limit_s == 600 - 92 - budget.REPORT_S and cfg.epochs == 7
+    assert budget.for_training(TrainConfig(), 92.0).time_limit_s is None
+
+
+def test_the_epoch_plan_subtracts_the_time_spent_before_training():
+    # fake clocks: the same measured epochs plan fewer of them when decoding took 100 s of a 600 s budget
+    from types import SimpleNamespace
+
+    from labelwise.config import TrainConfig
+    from labelwise.training.budget import for_training
+    from labelwise.training.lightning import LitClassifier
+
+    def plan(cfg: TrainConfig) -> int:
+        fake = SimpleNamespace(cfg=cfg, plan={}, steps_per_epoch=10, planned_epochs=None, current_epoch=1,
+                               trainer=SimpleNamespace(fit_loop=SimpleNamespace(max_epochs=100)), _fit_started=0.0)
+        LitClassifier._plan_for_budget(fake, 80.0, 40.0)  # 2 epochs done at 80 s, 40 s each
+        return fake.planned_epochs
+
+    whole = plan(TrainConfig(time_limit_s=600))
+    after_decoding = plan(for_training(TrainConfig(time_limit_s=600), 100.0))
+    assert whole == 2 + int((570 - 80) // (40 * 1.03))
+    limit = 600 - 100 - 8.0
+    assert after_decoding == 2 + int((limit * 0.95 - 80) // (40 * 1.03)) < whole
+
+
+def test_a_run_plans_its_training_into_what_decoding_left(tmp_path, monkeypatch):
+    import yaml
+
+    from labelwise.training import fit as fit_module
+    from labelwise.training import prepare as prepare_module
+
+    slow_s = 3.0
+    original_decode = prepare_module.decode_samples
+
+    def slow_decode(*args, **kwargs):  # decoding that takes at least slow_s (a lower bound, not a timing)
+        time.sleep(slow_s)
+        return original_decode(*args, **kwargs)
+
+    seen = []
+    original_for_training = fit_module.for_training
+
+    def spy(tcfg, spent_s):
+        out = original_for_training(tcfg, spent_s)
+        seen.append((spent_s, out.time_limit_s))
+        return out
+
+    monkeypatch.setattr(prepare_module, "decode_samples", slow_decode)
+    monkeypatch.setattr(fit_module, "for_training", spy)
+    data = build_multiclass(tmp_path / "data", n_per_class=10, seed=8, source="fashion")
+    budget_s = 30.0
+    res = labelwise.train(data, tmp_path / "run", time_limit_s=budget_s, backbone="cnn-small", progress=False)
+    (spent, training_limit), = seen
+    assert spent >= slow_s
+    assert training_limit <= budget_s - slow_s - min(8.0, 0.05 * budget_s) + 1e-9
+    assert res.metrics["run"]["wall_time_s"] <= training_limit * 1.1
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["train"]["time_limit_s"] == budget_s  # the user's limit is what the run records
