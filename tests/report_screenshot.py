@@ -88,8 +88,6 @@ _GALLERY_JS = """() => {
   // maps on in the first gallery (highest loss) and the misses; the per-class strips keep their images
   const g = document.querySelectorAll('#galleries .gallery');
   [g[0], g[1]].forEach(x => x && x.querySelectorAll('.tile.has-map').forEach(t => t.classList.add('show-map')));
-  const s = document.getElementById('galleries');
-  window.scrollTo(0, s.getBoundingClientRect().top + window.scrollY - 8);
   return document.querySelectorAll('#galleries .tile.has-map').length;
 }"""
 
@@ -108,8 +106,9 @@ def gallery_shot(html: Path, png: Path, width: int = 1400, height: int = 2000) -
             page.goto(Path(html).resolve().as_uri(), wait_until="load")
             with_maps = page.evaluate(_GALLERY_JS)
             page.wait_for_function(_ALL_LOADED_JS, timeout=30_000)
+            top = page.evaluate("() => document.getElementById('galleries').getBoundingClientRect().top + window.scrollY")
             png.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(png))
+            page.screenshot(path=str(png), full_page=True, clip={"x": 0, "y": top - 8, "width": width, "height": height})
         finally:
             browser.close()
     return int(with_maps)
