@@ -56,7 +56,6 @@ def folder(tmp_path_factory) -> Path:
 @pytest.fixture()
 def small_threshold(monkeypatch):
     """Use worker processes for this test's few hundred images, in small tasks (many tasks, many boundaries)."""
-    monkeypatch.setattr(pipeline, "MIN_ITEMS_FOR_PROCESSES", 50)
     monkeypatch.setattr(pipeline, "TASK_PIXELS", 20 * SIZE * SIZE)  # 20 images per task (MIN_TASK is 16)
 
 
@@ -72,7 +71,7 @@ def _collect(predictor: Predictor, paths: list, **kw) -> tuple[list, np.ndarray,
 def test_workers_give_the_same_results_in_order_as_one_process(run, folder, small_threshold):
     paths = list_images([folder])
     predictor = Predictor.load(run)
-    assert pipeline.plan_workers(len(paths), 2, predictor.engine) == 2
+    assert pipeline.plan_workers(len(paths), 2, predictor.engine, SIZE, 1) == 2
     assert pipeline.task_size(SIZE, 1) == 20
     items1, probs1, bad1 = _collect(predictor, paths, workers=1)  # in this process
     items2, probs2, bad2 = _collect(predictor, paths, workers=2)  # two worker processes
@@ -132,13 +131,16 @@ def test_work_in_flight_is_bounded_and_results_stream(run, folder, small_thresho
 
 def test_small_inputs_and_explicit_single_worker_stay_in_process(run, monkeypatch):
     engine = Predictor.load(run).engine
-    assert pipeline.plan_workers(pipeline.MIN_ITEMS_FOR_PROCESSES - 1, None, engine) == 0
-    assert pipeline.plan_workers(10_000, 1, engine) == 0
-    assert pipeline.plan_workers(10_000, 0, engine) == 0
-    assert pipeline.plan_workers(10_000, 3, engine) == 3
-    assert pipeline.plan_workers(10_000, 3, object()) == 0  # an engine a worker cannot rebuild
+    assert pipeline.task_size(28, 1) == 256 and pipeline.task_size(224, 3) == 31  # ~5 M pixels a task
+    assert pipeline.plan_workers(2 * 2 * 256 - 1, 2, engine, 28, 1) == 0  # under 2 tasks per worker
+    assert pipeline.plan_workers(2 * 2 * 256, 2, engine, 28, 1) == 2
+    assert pipeline.plan_workers(200, 2, engine, 224, 3) == 2  # big images: fewer make it worth it
+    assert pipeline.plan_workers(10_000, 1, engine, 28, 1) == 0
+    assert pipeline.plan_workers(10_000, 0, engine, 28, 1) == 0
+    assert pipeline.plan_workers(10_000, 3, engine, 28, 1) == 3
+    assert pipeline.plan_workers(10_000, 3, object(), 28, 1) == 0  # an engine a worker cannot rebuild
     monkeypatch.setenv("LABELWISE_PREDICT_PROCESSES", "0")
-    assert pipeline.plan_workers(10_000, 3, engine) == 0
+    assert pipeline.plan_workers(10_000, 3, engine, 28, 1) == 0
 
 
 def test_streamed_file_appears_only_when_complete(tmp_path):

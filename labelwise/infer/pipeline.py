@@ -1,6 +1,6 @@
 """Prediction over many images at decode speed: decoding and inference overlap on every core.
 
-``Predictor.iter_probs`` hands big inputs (``MIN_ITEMS_FOR_PROCESSES`` images or more) to ``stream_probs``:
+``Predictor.iter_probs`` hands big inputs (``MIN_TASKS_PER_WORKER`` tasks per worker or more) to ``stream_probs``:
 the images are cut into tasks of a few dozen to a few hundred images, and each of ``workers`` processes
 (default: one per usable core) decodes a task and runs the model on it with ONE intra-op thread, while
 the parent writes the results of earlier tasks. Results come back in input order, as they finish,
@@ -42,14 +42,15 @@ from labelwise.data import images
 from labelwise.errors import DataError, ImageError
 from labelwise.infer.engines import TTA, OnnxEngine, TorchEngine, cpu_cores
 
-# Fewer images than this: starting processes (tens of ms) and cutting tasks buys nothing.
-MIN_ITEMS_FOR_PROCESSES = 1024
+# Fewer tasks per worker than this (e.g. 1,024 images of 28 px, 128 of 224 px on 2 cores): starting
+# processes (tens of ms) and cutting tasks buys nothing.
+MIN_TASKS_PER_WORKER = 2
 # Pixels (C x S x S) per task: ~32 images at 224 px RGB, the full chunk (256) for 28-px gray.
 TASK_PIXELS = 4_800_000
 MIN_TASK, MAX_TASK = 16, 256
 IN_FLIGHT_PER_WORKER = 2  # tasks queued per worker: one decoding/running, one ready to start
 
-__all__ = ["MIN_ITEMS_FOR_PROCESSES", "atomic_text_stream", "fork_available", "plan_workers", "stream_probs", "task_size",
+__all__ = ["MIN_TASKS_PER_WORKER", "atomic_text_stream", "fork_available", "plan_workers", "stream_probs", "task_size",
            "worker_engine"]
 
 
@@ -75,13 +76,15 @@ def worker_engine(engine: Any) -> Any | None:
     return None
 
 
-def plan_workers(n_items: int, workers: int | None, engine: Any) -> int:
-    """Worker processes to use for ``n_items`` images; 0 means: predict in this process.
+def plan_workers(n_items: int, workers: int | None, engine: Any, image_size: int, channels: int,
+                 chunk: int = MAX_TASK) -> int:
+    """Worker processes to use for ``n_items`` images of the model's input size; 0: predict in this process.
 
     ``workers``: None = one per usable core; 0 or 1 = in this process (threaded decode, as before).
     """
     n = cpu_cores() if workers is None else int(workers)
-    if n < 2 or n_items < MIN_ITEMS_FOR_PROCESSES or not fork_available() or worker_engine(engine) is None:
+    enough = n_items >= n * MIN_TASKS_PER_WORKER * task_size(image_size, channels, chunk)
+    if n < 2 or not enough or not fork_available() or worker_engine(engine) is None:
         return 0
     if os.environ.get("LABELWISE_PREDICT_PROCESSES", "1") == "0":  # an escape hatch for odd platforms
         return 0
