@@ -225,7 +225,7 @@ def pick(probs: np.ndarray, feats: np.ndarray, labels: LabelSpace, thresholds, t
 def write_to_label(path: Path, picks: list[Pick]) -> None:
     """to_label.csv: path (absolute), guess (labels joined by spaces), why, priority."""
     write_csv(path, TO_LABEL_HEADER,
-              [[str(p.path.resolve()), " ".join(p.guess), p.why, f"{p.priority:.4f}"] for p in picks])
+              [[str(p.path.absolute()), " ".join(p.guess), p.why, f"{p.priority:.4f}"] for p in picks])
 
 
 def read_to_label(path: Path, labels: LabelSpace) -> list[Pick]:

@@ -153,7 +153,7 @@ class ReviewSession:
             return []
         picks = read_to_label(self.to_label_path, self.labels)
         # relative paths in a hand-made list are taken from the list's folder
-        paths = [(pk.path if pk.path.is_absolute() else self.to_label_path.parent / pk.path).resolve() for pk in picks]
+        paths = [(pk.path if pk.path.is_absolute() else self.to_label_path.parent / pk.path).absolute() for pk in picks]
         existing = [p for p in paths if p.is_file()]
         root = Path(os.path.commonpath([str(p.parent) for p in existing])) if existing else None
         out = []
