@@ -42,7 +42,7 @@ class MapWriter:
     def write(self, thumbs: dict[Path, Thumb | None]) -> dict[str, Any]:
         """Draw the maps of every tile that has a thumbnail; returns the galleries' note on maps."""
         if not self.enabled:
-            return {"count": 0, "note": "Class-activation maps were not drawn (--no-maps)."}
+            return {"count": 0, "note": "Class-activation maps were not asked for (build_report(..., maps=False))."}
         pairs = [k for k in self._wanted if thumbs.get(k[0]) is not None][:MAX_MAPS]
         if not pairs:
             return {"count": 0, "note": ""}

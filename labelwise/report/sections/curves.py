@@ -10,7 +10,7 @@ from labelwise.report import plots
 from labelwise.report.analysis import confusion_counts, mixups
 
 if TYPE_CHECKING:
-    from labelwise.report.build import Builder
+    from labelwise.report.builder import Builder
 
 def curves_section(b: Builder) -> dict[str, Any]:
     v = b.run.val

@@ -8,7 +8,7 @@ from labelwise.errors import LabelwiseError
 from labelwise.report import plots
 
 if TYPE_CHECKING:
-    from labelwise.report.build import Builder
+    from labelwise.report.builder import Builder
 
 def data_section(b: Builder) -> dict[str, Any]:
     run, s = b.run, b.samples

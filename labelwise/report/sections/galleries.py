@@ -12,7 +12,7 @@ from labelwise.report.label_issues import find_issues
 from labelwise.report.tiles import Tile, chips_for
 
 if TYPE_CHECKING:
-    from labelwise.report.build import Builder
+    from labelwise.report.builder import Builder
 
 # Caps that keep the page fast with thousands of images (thumbnails written = roughly their sum).
 HIGHEST_LOSS = 40

@@ -18,7 +18,7 @@ from labelwise.report.tiles import Chip, Tile
 MAX_PAIRS = 40
 
 if TYPE_CHECKING:
-    from labelwise.report.build import Builder
+    from labelwise.report.builder import Builder
 
 def leakage_section(b: Builder) -> dict[str, Any]:
     s, v = b.samples, b.run.val

@@ -10,7 +10,7 @@ from labelwise.report.analysis import readable
 from labelwise.report.format import duration, split_counts
 
 if TYPE_CHECKING:
-    from labelwise.report.build import Builder
+    from labelwise.report.builder import Builder
 
 # Options that only say where and how fast a run went, not what it learned: listed apart.
 MACHINE = {"workers", "cache", "accelerator", "devices", "distributed", "num_nodes", "strict", "max_pixels"}

@@ -16,7 +16,7 @@ from labelwise.report.analysis import confusion_counts, readable
 from labelwise.report.format import num
 
 if TYPE_CHECKING:
-    from labelwise.report.build import Builder
+    from labelwise.report.builder import Builder
 
 TAIL_N = (10, 50)  # tail accuracy: precision among the N highest-scored images per label
 SCORE_KEYS = {

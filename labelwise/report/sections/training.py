@@ -12,7 +12,7 @@ from labelwise.report.analysis import readable
 from labelwise.report.rundata import read_history
 
 if TYPE_CHECKING:
-    from labelwise.report.build import Builder
+    from labelwise.report.builder import Builder
 
 CURVE_KEYS = {
     "multilabel": ("map", "f1_macro", "f1_micro", "f1_weighted", "exact_match", "hamming_accuracy",
