@@ -17,9 +17,9 @@ asked for; maps are (H, W) float arrays in [0, 1] at the model's input size.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
