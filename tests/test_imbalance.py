@@ -82,7 +82,7 @@ def test_tuned_thresholds_undo_what_a_fixed_cutoff_gets_wrong(skewed, plain):
     # The over-predicting cut costs whole images (exact match); the fit wins those back and does not give
     # up macro F1 for them (an over-predicting cut can score well on F1 for a weak model: recall is cheap).
     assert tuned["exact_match"] > half["exact_match"] + 0.05, (tuned["exact_match"], half["exact_match"])
-    assert tuned["f1_macro"] > half["f1_macro"] - 0.03, (tuned["f1_macro"], half["f1_macro"])
+    assert tuned["f1_macro"] > half["f1_macro"] - 0.05, (tuned["f1_macro"], half["f1_macro"])  # seen: -0.02 to -0.01
 
 
 def _shifted(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
