@@ -22,6 +22,7 @@ Run: .venv/bin/python bench/predict_speed.py [--quick] [--only png28,jpeg224]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -250,11 +251,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seconds-scale smoke run")
     ap.add_argument("--only", default=",".join(CASES))
+    ap.add_argument("--json", default=None, help="also write the results here")
     add_args(ap)
     args = ap.parse_args()
     defaults(args)
     work = Path(tempfile.mkdtemp(prefix="lw-predict-speed-"))
-    print_rows(run_bench(args, work))
+    res = run_bench(args, work)
+    print_rows(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
 
 
 if __name__ == "__main__":
