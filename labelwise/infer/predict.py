@@ -119,7 +119,7 @@ class Predictor:
         """
         items = [as_item(x, i) for i, x in enumerate(inputs)]
         size, chans = self.meta.image_size, self.meta.in_chans
-        n_workers = pipeline.plan_workers(len(items), workers, self.engine)
+        n_workers = pipeline.plan_workers(len(items), workers, self.engine, size, chans, chunk)
         if n_workers:  # many images: decode + model overlapped in worker processes (labelwise.infer.pipeline)
             yield from pipeline.stream_probs(self.engine, items, size, chans, n_workers,
                                              lambda total: _progress(progress, total), chunk)

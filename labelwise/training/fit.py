@@ -35,6 +35,7 @@ from labelwise.training.lightning import (
 from labelwise.training.loss_modules import class_weights
 from labelwise.training.losses import build_loss
 from labelwise.training import interrupt
+from labelwise.training.budget import for_training
 from labelwise.training.init_from import init_record, load_init_weights
 from labelwise.training.prepare import (
     Fitted,
@@ -99,6 +100,7 @@ def fit(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Pat
 def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path, *,
                  resume: bool = False, progress: bool = True) -> Fitted | None:
     """Train the whole network (optionally head-first with --freeze-epochs) with Lightning."""
+    entered = time.monotonic()
     import lightning.pytorch as L
 
 
@@ -133,6 +135,8 @@ def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run
         raise interrupt.Interrupted(f"stopped by {interrupt.requested()}; `--resume` continues the run")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
+    # --time-limit covers the whole command: training gets what decoding and the report leave (config.yaml keeps the limit)
+    tcfg = for_training(tcfg, prep.prepare_s + time.monotonic() - entered)
     lit = LitClassifier(model, labels, tcfg, loss_fn, steps_per_epoch=len(train_dl), monitor=prep.monitor)
     history = HistoryWriter(run_dir / "history.csv")
     trainer, ckpt = build_trainer(tcfg, run_dir, prep.monitor, history, progress=progress)

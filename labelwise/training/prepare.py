@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -94,6 +95,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)  # e.g. near-duplicates across the split
     notes: list[str] = field(default_factory=list)  # what --model auto / --strategy auto picked, and why
     option_warnings: list[str] = field(default_factory=list)  # options that will not do what the user hopes
+    prepare_s: float = 0.0  # listing, probing, decoding: spent out of --time-limit before training (training.budget)
 
     @property
     def labels(self) -> LabelSpace:
@@ -115,6 +117,7 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
             on_note: Callable[[str], None] | None = None) -> Prepared:
     """Validate options, load the data source, choose the backbone, strategy and input spec (--model auto,
     --strategy auto, sizes from the images), then decode every image once (through the decode cache)."""
+    started = time.monotonic()
     _check(cfg)
     _quiet_lightning()
     cfg, init_notes = resolve_init_from(cfg)  # --init-from RUN: that run's backbone and channels
@@ -159,7 +162,7 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     prep = Prepared(cfg.with_(data=resolved, model=replace(mcfg, pretrained=use_pretrained(mcfg)),
                               train=replace(tcfg, strategy=strategy, label_smoothing=smoothing, lr=lr, loss=loss_name,
                                             monitor=monitor, precision=precision, epochs=tcfg.max_epochs)),
-                    samples, pixels, monitor, loss_name, notes=notes)
+                    samples, pixels, monitor, loss_name, notes=notes, prepare_s=time.monotonic() - started)
     if tcfg.freeze_epochs and not use_pretrained(mcfg):
         prep.option_warnings.append(f"--freeze-epochs {tcfg.freeze_epochs} with a from-scratch backbone "
                                     f"({backbone.value}) trains the head on random features at first; it only "
