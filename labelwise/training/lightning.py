@@ -27,6 +27,7 @@ from labelwise.evaluation.metrics import (
 )
 from labelwise.io import atomic_write_bytes, write_csv
 from labelwise.labels import LabelSpace
+from labelwise.training.interrupt import StopOnSignal
 from labelwise.training.loggers import build_loggers, epoch_metrics
 from labelwise.training.optim import PLAN_EPOCHS, PLAN_MARGIN, build_optimizer
 
@@ -281,7 +282,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     # `ckpt`, so it runs after it and stores the best-so-far state of this epoch.
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
-    callbacks: list[Callback] = [ckpt, last, history]
+    callbacks: list[Callback] = [ckpt, last, history, StopOnSignal()]  # Ctrl-C / SIGTERM: stop at the next batch
     if cfg.early_stopping:
         callbacks.append(EarlyStoppingAfterUnfreeze(cfg.freeze_epochs, monitor=f"val_{monitor}",
                                                     patience=cfg.early_stopping,
