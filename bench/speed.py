@@ -795,9 +795,7 @@ def main() -> int:
     args.time_limit = args.time_limit or (60.0 if args.quick else 600.0)
     args.seconds = args.seconds or (1.0 if args.quick else 6.0)
 
-    import torch
 
-    from labelwise.infer.engines import cpu_cores
 
     work = Path(tempfile.mkdtemp(prefix="lw-speed-"))
     json_path = args.json or work / "speed-results.json"

@@ -328,7 +328,7 @@ def _alone(predictor, files) -> np.ndarray:
 
 
 def test_limits_are_validated():
-    with pytest.raises(ConfigError, match="Did you mean 'queue_size'"):
+    with pytest.raises(ConfigError, match="did you mean 'queue_size'"):
         make_limits(queue_sise=3)
     with pytest.raises(ConfigError, match="max_files must be at least 1"):
         make_limits(max_files=0)

@@ -24,10 +24,13 @@ import numpy as np
 import torch
 import yaml
 
-from labelwise.errors import ConfigError, check_choice
+from labelwise.errors import ConfigError
 from labelwise.models.classifier import model_probs
+from labelwise.registry import Registry
 
-ENGINES: tuple[str, ...] = ("torch", "onnx")
+ENGINES: Registry = Registry("engine")
+ENGINES.add("torch", "TorchEngine", "PyTorch eager (inference_mode, channels-last)")
+ENGINES.add("onnx", "OnnxEngine", "onnxruntime over RUN/model.onnx (exported once, kept in step with the weights)")
 ONNX_INPUT = "pixels"  # float32 (N, C, S, S) in [0, 1]
 ONNX_OUTPUTS = ("logits", "probs")
 
@@ -42,7 +45,7 @@ class Engine(Protocol):
 
 def check_engine(name: str) -> str:
     """Return ``name`` if it is a known engine, else a ConfigError with a did-you-mean."""
-    return check_choice("--engine", name, ENGINES)
+    return ENGINES.check(name)
 
 
 def cpu_cores() -> int:

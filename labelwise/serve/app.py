@@ -37,7 +37,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labelwise.serve import oip
 from labelwise.serve.limits import ServeLimits, make_limits
-from labelwise.serve.service import ENGINES, Service, load_predictor, sniff_format
+from labelwise.infer.engines import ENGINES
+from labelwise.serve.service import Service, load_predictor, sniff_format
 from labelwise.serve.transport import (
     _bearer_check,
     _error,

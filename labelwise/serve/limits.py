@@ -1,12 +1,11 @@
 """Resource limits of a server; light (no FastAPI), so the CLI can show them in --help."""
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from labelwise.errors import ConfigError
+from labelwise.errors import ConfigError, did_you_mean
 
 TOKEN_ENV = "LABELWISE_TOKEN"
 
@@ -37,9 +36,7 @@ def make_limits(**overrides: Any) -> ServeLimits:
     names = [f.name for f in fields(ServeLimits)]
     for key in overrides:
         if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            raise ConfigError(f"unknown serve option {key!r}." + (f" Did you mean {hint[0]!r}?" if hint else "")
-                              + f" Options: {', '.join(names)}")
+            raise ConfigError(f"unknown serve option {key!r}{did_you_mean(key, names)}. Options: {', '.join(names)}")
     return replace(ServeLimits(), **overrides).check()
 
 

@@ -8,7 +8,6 @@ waiting for a batch to fill: an idle server answers at single-image latency).
 from __future__ import annotations
 
 import asyncio
-import difflib
 import logging
 import re
 from collections import deque
@@ -21,12 +20,12 @@ import numpy as np
 
 from labelwise.data import images
 from labelwise.errors import ConfigError, ImageError
+from labelwise.infer.engines import check_engine
 from labelwise.infer.predict import Predictor
 from labelwise.serve.limits import ServeLimits
 
 log = logging.getLogger("labelwise.serve.app")
 
-ENGINES = ("torch", "onnx")
 # Magic bytes of the formats the decoder accepts; anything else is refused unread (415).
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (  # (signature, offset, format)
     (b"\xff\xd8\xff", 0, "JPEG"), (b"\x89PNG\r\n\x1a\n", 0, "PNG"), (b"GIF87a", 0, "GIF"),
@@ -63,10 +62,7 @@ def load_predictor(run_dir: str | Path, engine: str = "torch", threshold: float 
     """Predictor for a bundle; ``engine`` (and ``notify``, told before a slow ONNX export) are passed
     on only when the engine is not the default."""
 
-    if engine not in ENGINES:
-        hint = difflib.get_close_matches(engine, ENGINES, n=1)
-        raise ConfigError(f"--engine {engine!r} is not known; use one of {', '.join(ENGINES)}"
-                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    check_engine(engine)
     if engine == "torch":
         return Predictor.load(run_dir, threshold=threshold)
     try:
