@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from labelwise.infer import pipeline
 from labelwise.infer.engines import TTA, TorchEngine, tta_views
 from labelwise.infer.predict import Predictor, list_images
+from labelwise.io import atomic_text_stream
 from labelwise.labels import LabelSpace
 from labelwise.models.bundle import ModelMeta, save_model
 from labelwise.models.classifier import Classifier
@@ -146,11 +147,11 @@ def test_small_inputs_and_explicit_single_worker_stay_in_process(run, monkeypatc
 def test_streamed_file_appears_only_when_complete(tmp_path):
     target = tmp_path / "out.csv"
     with pytest.raises(RuntimeError):
-        with pipeline.atomic_text_stream(target) as f:
+        with atomic_text_stream(target) as f:
             f.write("image,labels\n")
             raise RuntimeError("interrupted half way")
     assert not target.exists() and list(tmp_path.iterdir()) == []
-    with pipeline.atomic_text_stream(target) as f:
+    with atomic_text_stream(target) as f:
         f.write("image,labels\n")
         assert not target.exists()  # still being written
     assert target.read_text() == "image,labels\n"

@@ -32,9 +32,8 @@ def predict(
                                                 "image and predicted label in DIR, listed in DIR/explanations.csv."),
 ) -> None:
     """Predict labels for images; writes one CSV row (or JSON line) per image: labels and a probability per label."""
-    from labelwise.outputs import check_output_file
-
     from labelwise.errors import check_choice
+    from labelwise.outputs import check_output_file
 
     out_format = check_choice("--format", out_format, ("auto", "csv", "jsonl"))
     if out_format == "auto":
@@ -50,7 +49,7 @@ def predict(
     import csv
     import json
 
-    from labelwise.infer.pipeline import atomic_text_stream
+    from labelwise.io import atomic_text_stream
 
     n_rows = errors = 0
     with atomic_text_stream(out_file) as f:  # rows are written as they stream in: memory stays flat

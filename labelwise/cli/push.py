@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
-import threading
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
@@ -32,22 +30,11 @@ def _endpoint() -> str:
 
 
 def reachable(url: str, timeout: float = NETWORK_TIMEOUT_S) -> bool:
-    """Can a TCP connection to the URL's host be opened within ``timeout`` s? (DNS in a daemon thread:
-    it has no timeout of its own.)"""
-    parsed = urlparse(url)
-    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme != "http" else 80)
-    ok: list[bool] = []
+    """Can a TCP connection to the URL's host be opened within ``timeout`` s?"""
+    from labelwise.models.backbones import _reachable
 
-    def attempt() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-    thread = threading.Thread(target=attempt, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(ok)
+    parsed = urlparse(url)
+    return _reachable(parsed.hostname or "", parsed.port or (443 if parsed.scheme != "http" else 80), timeout)
 
 
 def stage(run: Path, repo_id: str, into: Path) -> list[str]:

@@ -27,14 +27,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +49,7 @@ TASK_PIXELS = 4_800_000
 MIN_TASK, MAX_TASK = 16, 256
 IN_FLIGHT_PER_WORKER = 2  # tasks queued per worker: one decoding/running, one ready to start
 
-__all__ = ["MIN_TASKS_PER_WORKER", "atomic_text_stream", "fork_available", "plan_workers", "stream_probs", "task_size",
+__all__ = ["MIN_TASKS_PER_WORKER", "fork_available", "plan_workers", "stream_probs", "task_size",
            "worker_engine"]
 
 
@@ -177,22 +176,3 @@ def stream_probs(engine: Any, items: Sequence, image_size: int, channels: int, w
         for _, future in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-@contextmanager
-def atomic_text_stream(path: str | Path) -> Iterator[TextIO]:
-    """A text file written as results stream in (memory stays flat), that appears under ``path`` only
-    when complete: rows go to a temporary file beside it, renamed into place at the end (as
-    labelwise.io.atomic_write_text does for whole strings); on an error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
