@@ -54,3 +54,19 @@ class LabelSpace:
     @classmethod
     def sorted(cls, names: Sequence[str], task: Task) -> "LabelSpace":
         return cls(tuple(sorted(set(names))), task)
+
+
+def split_label_names(cell: str, known: set[str] | frozenset[str]) -> tuple[list[str], list[str]]:
+    """Label names joined by spaces -> (names, unknown tokens). A name may itself contain spaces (a class
+    folder "t shirt"), so tokens are joined greedily into the longest known name."""
+    tokens, names, unknown, i = cell.split(), [], [], 0
+    while i < len(tokens):
+        for j in range(len(tokens), i, -1):
+            if " ".join(tokens[i:j]) in known:
+                names.append(" ".join(tokens[i:j]))
+                i = j
+                break
+        else:
+            unknown.append(tokens[i])
+            i += 1
+    return names, unknown

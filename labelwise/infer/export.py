@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from labelwise.version import __version__
 from labelwise.errors import BundleError, ModelError
 from labelwise.infer.engines import ONNX_INPUT, ONNX_OUTPUTS, OnnxEngine
 from labelwise.io import atomic_write_bytes
 from labelwise.models import hub
 from labelwise.models.bundle import WEIGHTS_FILE, ModelMeta, load_model, read_meta
 from labelwise.registry import Registry
+from labelwise.version import __version__
 
 DEFAULT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "timm": hub.HUB_DIR}
 # Version of the contract above (input/output names, dtypes, metadata keys). Bumping it makes every
@@ -372,7 +372,6 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "current_onnx",
-    "export_command",
     "export_metadata",
     "export_model",
     "onnx_bytes",

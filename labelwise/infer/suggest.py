@@ -33,7 +33,7 @@ from labelwise.data.decoded import decode_all
 from labelwise.errors import ConfigError, DataError
 from labelwise.infer.predict import Predictor, list_images
 from labelwise.io import write_csv
-from labelwise.labels import LabelSpace
+from labelwise.labels import LabelSpace, split_label_names
 
 CANDIDATES_PER_PICK = 4  # the diversity walk runs over this many times n of the most uncertain images
 RARE_WEIGHT_MAX = 3.0  # a rare label's uncertainty counts at most this many times a common one's
@@ -249,20 +249,6 @@ def read_to_label(path: Path, labels: LabelSpace) -> list[Pick]:
             priority = float(cell("priority") or 0.0)
         except ValueError:
             raise DataError(f"{path}: line {line}: priority {cell('priority')!r} is not a number") from None
-        guess = _split_guess(cell("guess"), known)
+        guess = split_label_names(cell("guess"), known)[0]
         out.append(Pick(Path(row[0].strip()), guess, cell("why"), priority))
-    return out
-
-
-def _split_guess(cell: str, known: set[str]) -> list[str]:
-    """Label names joined by spaces; a name with spaces is matched greedily (longest known first)."""
-    tokens, out, i = cell.split(), [], 0
-    while i < len(tokens):
-        for j in range(len(tokens), i, -1):
-            if " ".join(tokens[i:j]) in known:
-                out.append(" ".join(tokens[i:j]))
-                i = j
-                break
-        else:
-            i += 1
     return out

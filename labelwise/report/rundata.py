@@ -12,7 +12,7 @@ import yaml
 
 from labelwise.errors import BundleError
 from labelwise.io import read_json_object
-from labelwise.labels import LabelSpace
+from labelwise.labels import LabelSpace, split_label_names
 from labelwise.models.bundle import ModelMeta, read_meta
 
 PREDICTION_FILES = {"val": "val_predictions.csv", "oof": "oof_predictions.csv"}
@@ -114,16 +114,10 @@ def parse_label_cell(cell: str, labels: LabelSpace) -> list[str]:
     known = set(labels.names)
     if cell in known:
         return [cell]
-    tokens, out, i = cell.split(" "), [], 0
-    while i < len(tokens):
-        for j in range(len(tokens), i, -1):
-            if " ".join(tokens[i:j]) in known:
-                out.append(" ".join(tokens[i:j]))
-                i = j
-                break
-        else:
-            raise BundleError(f"true label {tokens[i]!r} is not one of the model's labels {list(labels.names)}")
-    return out
+    names, unknown = split_label_names(cell, known)
+    if unknown:
+        raise BundleError(f"true label {unknown[0]!r} is not one of the model's labels {list(labels.names)}")
+    return names
 
 
 def read_history(path: Path) -> list[dict[str, float]]:

@@ -90,7 +90,12 @@ def _bearer_check(token: str | None):
 
 def _page() -> tuple[str, str]:
     """The upload page and a Content-Security-Policy allowing exactly its inline script and style."""
-    html = resources.files("labelwise.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+    return page_with_csp("labelwise.serve", "static/index.html", img_src="blob: data:")
+
+
+def page_with_csp(package: str, resource: str, img_src: str) -> tuple[str, str]:
+    """A packaged HTML page and a Content-Security-Policy allowing exactly its inline script and style."""
+    html = resources.files(package).joinpath(resource).read_text(encoding="utf-8")
 
     def digest(tag: str) -> str:
         found = re.search(rf"<{tag}>(.*?)</{tag}>", html, re.S)
@@ -98,7 +103,7 @@ def _page() -> tuple[str, str]:
         return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode() + "'"
 
     csp = (f"default-src 'none'; script-src {digest('script')}; style-src {digest('style')}; "
-           "img-src blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+           f"img-src {img_src}; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
     return html, csp
 
 

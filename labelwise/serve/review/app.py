@@ -19,14 +19,10 @@ path) gets a 4xx with the reason and changes nothing.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import io
 import json
-import re
 import secrets
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -40,6 +36,7 @@ from labelwise.data.images import read_image
 from labelwise.errors import LabelwiseError
 from labelwise.serve.review.export import export_labels
 from labelwise.serve.review.session import ReviewInputError, ReviewSession
+from labelwise.serve.transport import page_with_csp
 
 MAX_BODY_BYTES = 64 * 1024  # a decision is a few hundred bytes
 EXPORT_NAME = "labels_reviewed.csv"  # in RUN/review/; the browser never chooses a path
@@ -54,16 +51,7 @@ def new_token() -> str:
 
 def _page() -> tuple[str, str]:
     """The page and a Content-Security-Policy allowing exactly its inline script and style."""
-    html = resources.files("labelwise.serve.review").joinpath("static/review.html").read_text(encoding="utf-8")
-
-    def digest(tag: str) -> str:
-        found = re.search(rf"<{tag}>(.*?)</{tag}>", html, re.S)
-        body = found.group(1) if found else ""
-        return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode() + "'"
-
-    csp = (f"default-src 'none'; script-src {digest('script')}; style-src {digest('style')}; "
-           "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-    return html, csp
+    return page_with_csp("labelwise.serve.review", "static/review.html", img_src="'self' data:")
 
 
 def create_review_app(session: ReviewSession, token: str) -> FastAPI:
