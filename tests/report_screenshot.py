@@ -2,7 +2,7 @@
 
 ``make report-screenshot`` runs this file: it builds a small real run (Fashion-MNIST mosaics,
 cnn-small, a couple of epochs) unless one is given, writes its report, renders it and prints the
-PNG's path. Also imported by tests/test_report.py.
+PNG's path. Also imported by tests/report/test_report.py.
 
     python tests/report_screenshot.py [RUN_DIR] [--out report.png] [--multiclass] [--gallery]
 """

@@ -13,7 +13,7 @@ the final ratio, so the whole bootstrap is a few (draws x images) @ (images x la
 * ``paired_bootstrap``: the difference of two models' probabilities on the same images.
 
 Intervals are percentile intervals (2.5th and 97.5th percentiles of the draws). The coverage test
-in tests/test_intervals.py checks that about 95% of them contain a simulated classifier's true
+in tests/evaluation/test_intervals.py checks that about 95% of them contain a simulated classifier's true
 accuracy.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evaluation metrics as pure numpy functions (float64 inside, plain Python floats out).
 
-Every number matches scikit-learn to 1e-6 (tests/test_metrics.py compares them on random
+Every number matches scikit-learn to 1e-6 (tests/evaluation/test_metrics.py compares them on random
 inputs with ties, empty labels and empty images). ``targets`` is multi-hot (N, C) for both
 tasks; a multi-class row has exactly one 1. ``probs`` are probabilities, never logits.
 

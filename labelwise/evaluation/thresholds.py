@@ -1,6 +1,6 @@
 """Per-label decision thresholds for multi-label models: fit them on validation data, apply them.
 
-Conventions (tests in tests/test_thresholds.py pin each one):
+Conventions (tests in tests/evaluation/test_thresholds.py pin each one):
 
 * A label is predicted when ``prob >= threshold`` (the same rule in metrics, predict and export).
 * Fitting searches *every* distinct probability of a label exactly (one sort per column, then

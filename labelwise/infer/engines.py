@@ -7,7 +7,7 @@ Two interchangeable back ends behind one small interface (``name``, ``probs(pixe
   faster than PyTorch eager for EfficientNet-style networks (``bench/inference.py``).
 
 Both see the same [0, 1] float input (uint8 / 255; the model normalises itself), so their
-probabilities agree within 1e-4 and their decisions are identical (``tests/test_export.py``).
+probabilities agree within 1e-4 and their decisions are identical (``tests/infer/test_export.py``).
 
 >>> engine = OnnxEngine("runs/demo/model.onnx")               # doctest: +SKIP
 >>> engine.probs(np.zeros((2, 1, 32, 32), np.uint8)).shape    # doctest: +SKIP

@@ -26,7 +26,7 @@ from labelwise.report.analysis import mixups, verdict
 from labelwise.report.label_issues import suggest
 from labelwise.report.rundata import parse_label_cell
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 import report_screenshot  # noqa: E402  (a script beside this file, also run by `make report-screenshot`)
 
 _fashion = pytest.mark.skipif(not fashion_available(), reason="Debian's dataset-fashion-mnist is not installed")

@@ -16,7 +16,7 @@ import pytest
 import labelwise
 from labelwise.cli.extras import EXTRAS, missing_extra_message
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

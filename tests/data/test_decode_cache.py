@@ -404,7 +404,7 @@ def test_read_only_cache_dir(tmp_path):
         args = json.dumps({"cache": str(cdir), "paths": [str(p) for p in paths],
                            "ref": str(tmp_path / "ref.npy")})
         done = subprocess.run([*command, args], check=False, capture_output=True, text=True, timeout=120,
-                              cwd=Path(__file__).resolve().parents[1])
+                              cwd=Path(__file__).resolve().parents[2])
         assert done.returncode == 0, done.stderr
         result = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
