@@ -19,6 +19,7 @@ from labelwise.evaluation.metrics import (
     label_set_counts,
     summary_of,
 )
+from labelwise.evaluation.names import metric_label
 from labelwise.labels import LabelSpace
 
 BASELINE_DESCRIPTIONS: dict[str, str] = {
@@ -49,8 +50,6 @@ _SUGGEST = {
 }
 _RANKING_KEYS = ("map", "auroc_macro")
 _RANKING_PREFERENCE = ("label_frequency", "class_frequency")
-_READABLE = {"exact_match": "exact-match", "hamming_accuracy": "hamming accuracy", "map": "mAP",
-             "auroc_macro": "macro AUROC", "balanced_accuracy": "balanced accuracy"}
 
 
 def baseline_scores(train_targets: np.ndarray, eval_targets: np.ndarray, labels: LabelSpace) -> dict[str, dict]:
@@ -138,7 +137,7 @@ def _baseline_warning(model: dict[str, Any], baselines: dict[str, dict], key: st
     gain = (value - best) if higher else (best - value)
     if gain >= margin and gain > 0:
         return None
-    what = _READABLE.get(key, key)
+    what = metric_label(key).replace("exact match", "exact-match")
     how = BASELINE_DESCRIPTIONS.get(name, name)
     if abs(value - best) < 0.005:
         verdict = "equals"

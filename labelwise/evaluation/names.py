@@ -12,7 +12,7 @@ for _key, _label, _help in (
     ("auroc_macro", "macro AUROC", "mean over labels of the area under the ROC curve; 0.5 = chance"),
     ("f1_macro", "macro F1", "F1 per label, averaged: every label counts the same"),
     ("f1_micro", "micro F1", "F1 over all (image, label) decisions pooled: frequent labels count more"),
-    ("f1_weighted", "weighted F1", "F1 per label, averaged weighted by each label's support"),
+    ("f1_weighted", "weighted F1", "F1 per label, averaged with weights by how often each label is given"),
     ("f1_samples", "per-image F1", "F1 per image, averaged"),
     ("precision_macro", "macro precision", "precision per label, averaged"),
     ("recall_macro", "macro recall", "recall per label, averaged"),

@@ -14,28 +14,12 @@ from labelwise.evaluation.baselines import (
 from labelwise.evaluation.intervals import images_needed
 from labelwise.evaluation.metrics import HIGHER_IS_BETTER, finite_or_none
 from labelwise.evaluation.thresholds import apply_thresholds
+from labelwise.evaluation.names import metric_label
 from labelwise.labels import LabelSpace
 
 _EPS = 1e-7  # clip probabilities before log so a confident mistake costs ~16 nats, not infinity
 
-READABLE = {
-    "map": "mAP", "auroc_macro": "macro AUROC", "f1_macro": "macro F1", "f1_micro": "micro F1",
-    "f1_samples": "per-image F1", "f1_weighted": "weighted F1", "precision_macro": "macro precision",
-    "recall_macro": "macro recall", "precision_micro": "micro precision", "recall_micro": "micro recall",
-    "exact_match": "exact match", "hamming_accuracy": "Hamming accuracy", "accuracy": "accuracy",
-    "balanced_accuracy": "balanced accuracy", "top5_accuracy": "top-5 accuracy",
-    "mean_pred_labels": "labels predicted per image", "mean_true_labels": "labels per image (truth)",
-    "empty_pred_share": "images predicted with no label", "empty_true_share": "images with no label (truth)",
-    "top_pred_share": "share of the most common prediction", "top_true_share": "share of the most common truth",
-}
-
-
-def readable(key: str) -> str:
-    if key in READABLE:
-        return READABLE[key]
-    if key.startswith("top") and key.endswith("_accuracy"):
-        return f"top-{key[3:-9]} accuracy"
-    return key.replace("_", " ")
+readable = metric_label  # one table of metric names: labelwise/evaluation/names.py
 
 
 def decisions(probs: np.ndarray, labels: LabelSpace, thresholds: np.ndarray, at_least_one: bool = False

@@ -12,6 +12,7 @@ from labelwise.evaluation.metrics import (
     finite_or_none,
     multilabel_metrics,
 )
+from labelwise.evaluation.names import metric_help
 from labelwise.report.analysis import confusion_counts, readable
 from labelwise.report.format import num
 
@@ -24,21 +25,6 @@ SCORE_KEYS = {
                    "recall_macro", "exact_match", "hamming_accuracy", "mean_pred_labels", "empty_pred_share"),
     "multiclass": ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro",
                    "top5_accuracy", "top3_accuracy", "top_pred_share"),
-}
-METRIC_HELP = {
-    "map": "mean over labels of average precision: how well the scores rank images (threshold-free)",
-    "auroc_macro": "mean over labels of the area under the ROC curve; 0.5 = chance",
-    "f1_macro": "F1 per label, averaged: every label counts the same",
-    "f1_micro": "F1 over all (image, label) decisions pooled: frequent labels count more",
-    "f1_weighted": "F1 per label, averaged with weights by how often each label is given",
-    "f1_samples": "F1 per image, averaged",
-    "exact_match": "share of images whose predicted label set is exactly right",
-    "hamming_accuracy": "share of (image, label) decisions that are right",
-    "mean_pred_labels": "labels predicted per image (compare with the truth: {truth})",
-    "empty_pred_share": "share of images predicted with no label (truth: {truth})",
-    "accuracy": "share of images whose predicted class is right",
-    "balanced_accuracy": "recall averaged over classes: every class counts the same",
-    "top_pred_share": "share of images given the most common predicted class (truth: {truth})",
 }
 _TRUTH_KEYS = {"mean_pred_labels": "mean_true_labels", "empty_pred_share": "empty_true_share",
                "top_pred_share": "top_true_share"}
@@ -96,7 +82,7 @@ def _score_table(b: Builder, m: dict[str, Any], title: str, subtitle: str) -> di
         direction = HIGHER_IS_BETTER.get(key)
         finite = [v for v in values if v is not None]
         best = (max(finite) if direction else min(finite)) if finite and direction is not None else None
-        help_ = METRIC_HELP.get(key, "")
+        help_ = metric_help(key)
         if key in _TRUTH_KEYS and finite_or_none(model.get(_TRUTH_KEYS[key])) is not None:
             help_ = help_.format(truth=num(model.get(_TRUTH_KEYS[key])))
         rows.append({"key": key, "name": readable(key), "help": help_, "monitor": key == monitor,
