@@ -78,7 +78,7 @@ def lr_find(cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 1.0, num_ste
     torch.manual_seed(tcfg.seed)
     device = _device(tcfg.accelerator)
     model = Classifier(mcfg.backbone, len(labels), in_chans=prep.cfg.data.channels, pretrained=use_pretrained(mcfg),
-                       weights=mcfg.weights, drop_rate=mcfg.drop_rate)
+                       weights=mcfg.weights, drop_rate=mcfg.drop_rate, fusion=mcfg.fusion)
     init_head_bias(model, y, labels)
     model = model.to(device=device, memory_format=torch.channels_last).train()
     if tcfg.freeze_epochs > 0:  # as the first phase of training (and fastai's lr_find before fine_tune)
