@@ -28,7 +28,7 @@ def train(data: str | Path | None = None, out: str | Path | None = None, *, conf
     from labelwise.training.run import train as _train
 
     base = RunConfig.load(config) if config is not None else None
-    cfg = check_options(make_config(data, out if out is not None else (None if base else "runs/run"), base=base,
+    cfg = check_options(make_config(data, out, base=base,
                                     **options))
     return _train(cfg, resume=resume, progress=progress)
 

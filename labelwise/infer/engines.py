@@ -221,8 +221,3 @@ def bundle_views(run_dir: str | Path, meta, tta: bool | int) -> tuple[View, ...]
     preset, vflip = trained_augmentation(run_dir, meta)
     n = None if tta is True else int(tta)
     return tta_views(n, meta.image_size, vflip=vflip, shifts=preset in SHIFTING_PRESETS)
-
-
-def FlipTTA(base: Engine) -> TTA:
-    """The original TTA: each image and its mirror image (kept for callers of the old name)."""
-    return TTA(base, (View(), View(hflip=True)))

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from labelwise.models.classifier import model_probs
 from labelwise.data import images
 from labelwise.data.decoded import decode_all
 from labelwise.errors import ModelError
@@ -178,7 +179,7 @@ def explain_images(run_dir: str | Path, paths: Sequence[str | Path], out_dir: st
         if not ok:
             continue
         pixels = pixels[np.array([p not in bad for p in part], dtype=bool)]
-        probs = _probs(model, pixels, meta.labels.multilabel)
+        probs = model_probs(model, pixels, meta.labels.multilabel)  # inference mode, batched
         if meta.labels.multilabel:
             hot = apply_thresholds(probs, cuts, at_least_one=meta.at_least_one)
         else:
@@ -187,9 +188,12 @@ def explain_images(run_dir: str | Path, paths: Sequence[str | Path], out_dir: st
         pairs = [(i, int(c)) for i in range(len(ok)) for c in (np.flatnonzero(hot[i]) if hot[i].any()
                                                                   else [int(probs[i].argmax())])]
         maps = class_activation_maps(model, pixels, pairs)
+        bases: dict[int, Image.Image] = {}  # each image decoded once at display size, whatever its label count
         for (i, c), cam in zip(pairs, maps):
             name = _unique(f"{ok[i].stem}__{_safe(names[c])}", used) + ".png"
-            img = overlay(base_image(ok[i], meta.in_chans, side), cam)
+            if i not in bases:
+                bases[i] = base_image(ok[i], meta.in_chans, side)
+            img = overlay(bases[i], cam)
             atomic_write_bytes(out_dir / name, _png(img))
             results.append(Explanation(ok[i], names[c], float(probs[i, c]), out_dir / name))
     write_csv(out_dir / "explanations.csv", ["image", "label", "probability", "file", "error"],
@@ -199,12 +203,6 @@ def explain_images(run_dir: str | Path, paths: Sequence[str | Path], out_dir: st
 
 
 @torch.inference_mode()
-def _probs(model: nn.Module, pixels: np.ndarray, multilabel: bool) -> np.ndarray:
-    model.eval()
-    logits = model(torch.from_numpy(pixels).float().div_(255.0))
-    return (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).float().numpy()
-
-
 def _png(img: Image.Image) -> bytes:
     import io
 

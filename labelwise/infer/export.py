@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from labelwise.data.cache import default_cache_dir
 from labelwise.errors import BundleError, ModelError
 from labelwise.infer.engines import ONNX_INPUT, ONNX_OUTPUTS, OnnxEngine
 from labelwise.io import atomic_write_bytes
@@ -311,19 +311,10 @@ def export_model(run_dir: str | Path, format: str = "onnx", out: str | Path | No
     return ExportResult(path, format, name, diff, time.perf_counter() - start, size)
 
 
-def cache_dir() -> Path:
-    """Where exports of read-only run directories go: $LABELWISE_CACHE_DIR, else $XDG_CACHE_HOME/labelwise,
-    else ~/.cache/labelwise."""
-    if os.environ.get("LABELWISE_CACHE_DIR"):
-        return Path(os.environ["LABELWISE_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "labelwise"
-
-
 def _cache_path(expected: dict[str, str]) -> Path:
     relevant = {k: v for k, v in expected.items() if k != "labelwise.version"}  # as in _stale_keys
     key = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:24]
-    return cache_dir() / "onnx" / f"{key}.onnx"
+    return default_cache_dir() / "onnx" / f"{key}.onnx"
 
 
 def current_onnx(run_dir: str | Path, meta: ModelMeta | None = None,
@@ -359,8 +350,6 @@ def current_onnx(run_dir: str | Path, meta: ModelMeta | None = None,
             continue
         return target, ExportResult(target, "onnx", exporter, diff, time.perf_counter() - start, len(data))
     return data, ExportResult(None, "onnx", exporter, diff, time.perf_counter() - start, len(data))
-
-
 
 
 # --------------------------------------------------------------------------- CLI

@@ -25,14 +25,6 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
 
-
-
-
-
-
-
-
-
 def library_versions() -> dict[str, str]:
     import lightning
     import timm
@@ -132,8 +124,6 @@ def read_meta(run_dir: Path) -> ModelMeta:
     if not path.is_file():
         raise BundleError(f"{path}: missing; a run directory needs model.json and model.safetensors")
     return ModelMeta.from_dict(read_json_object(path), str(path))
-
-
 
 
 def read_weights(run_dir: Path) -> dict[str, torch.Tensor]:

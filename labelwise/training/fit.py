@@ -62,28 +62,6 @@ class TrainResult:
         return self.metrics.get("warnings", [])
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def fit(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path, *, resume: bool = False,
         progress: bool = True) -> Fitted | None:
     """Train one model on train_idx, validating on val_idx; best weights loaded. None on DDP ranks > 0.
@@ -157,12 +135,10 @@ def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run
     if not trainer.is_global_zero:
         return None  # DDP: rank 0 alone scores the model and writes the bundle
     epochs_run = max(0, trainer.current_epoch - resumed_epochs)
-    _load_best(model, ckpt.best_model_path)
+    best_epoch = _load_best(model, ckpt.best_model_path)
     val_probs = model_probs(model, prep.pixels[val_idx], labels.multilabel)
-    return Fitted(model, val_probs, wall, epochs_run, int(trainer.current_epoch), _epoch_of(ckpt.best_model_path),
+    return Fitted(model, val_probs, wall, epochs_run, int(trainer.current_epoch), best_epoch,
                   interrupted=stopped_by)
-
-
 
 
 def fit_thresholds_for(prep: Prepared, probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -225,14 +201,6 @@ def _write_skipped(prep: Prepared, run_dir: Path) -> None:
                   [[str(p), r] for p, r in prep.samples.skipped])
 
 
-
-
-
-
-
-
-
-
 def _resume_path(run_dir: Path) -> str | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
@@ -251,18 +219,14 @@ def _resume_epochs(run_dir: Path, ckpt_path: str | None, labels: LabelSpace) -> 
     return int(ckpt.get("epoch", -1)) + 1
 
 
-def _epoch_of(ckpt_path: str | None) -> int:
-    """Epochs completed when a checkpoint was written (Lightning stores the 0-based epoch)."""
-    if not ckpt_path or not Path(ckpt_path).is_file():
-        return 0
-    return int(load_checkpoint(ckpt_path).get("epoch", -1)) + 1
-
-
-def _load_best(model: torch.nn.Module, best_path: str) -> None:
+def _load_best(model: torch.nn.Module, best_path: str) -> int:
+    """Load the best checkpoint's weights into ``model``; returns its epoch count (0: none was written)."""
     if not best_path or not Path(best_path).is_file():
-        return  # no validation ran (e.g. a time limit hit first): keep the final weights
-    state = load_checkpoint(best_path)["state_dict"]
+        return 0  # no validation ran (e.g. a time limit hit first): keep the final weights
+    ckpt = load_checkpoint(best_path)
+    state = ckpt["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return int(ckpt.get("epoch", -1)) + 1
 
 
 def _write_predictions(path: Path, paths: list[Path], targets: np.ndarray, probs: np.ndarray,

@@ -182,10 +182,6 @@ class LitClassifier(L.LightningModule):
         self.planned_epochs = fits
 
 
-
-
-
-
 def monitor_key(labels: LabelSpace, cfg: TrainConfig) -> str:
 
     return cfg.monitor or MONITOR_DEFAULT[labels.task]

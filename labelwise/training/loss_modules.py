@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from labelwise.errors import ConfigError
 
 
-
 class _WeightedLoss(nn.Module):
     """Holds the optional (C,) weights as buffers so ``.to(device)`` moves them with the model."""
 

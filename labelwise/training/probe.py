@@ -116,7 +116,6 @@ def _standardise(train_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
-
 def fit_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *,
              multilabel: bool, loss_name: str = "auto", label_smoothing: float = 0.0,
              class_weights: np.ndarray | torch.Tensor | None = None, weight_decay: float = 0.01, seed: int = 0,
