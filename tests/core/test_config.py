@@ -4,13 +4,19 @@ import subprocess
 import sys
 from dataclasses import fields
 
-import numpy as np
 import pytest
-from PIL import Image
+from builders import shades
 from typer.testing import CliRunner
 
 from labelwise.cli import app
-from labelwise.config import SECTIONS, RunConfig, TrainConfig, flag_of, make_config, option_fields
+from labelwise.config import (
+    SECTIONS,
+    RunConfig,
+    TrainConfig,
+    flag_of,
+    make_config,
+    option_fields,
+)
 from labelwise.errors import ConfigError
 from labelwise.training.options import REGISTRIES
 
@@ -74,13 +80,7 @@ def test_help_lists_every_option_and_the_registry_choices():
 
 
 def _tiny_folder(root, n=12):
-    rng = np.random.default_rng(0)
-    for label, level in (("dark", 40), ("light", 210)):
-        (root / label).mkdir(parents=True)
-        for i in range(n):
-            a = np.clip(rng.normal(level, 20, (16, 16)), 0, 255).astype(np.uint8)
-            Image.fromarray(a).save(root / label / f"{i}.png")
-    return root
+    return shades(root, n, seed=0, levels=(40, 210), spread=20)
 
 
 def test_print_config_merges_file_and_flags(tmp_path):

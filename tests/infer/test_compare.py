@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
-from PIL import Image
+from builders import shades
 from typer.testing import CliRunner
 
 import labelwise
@@ -17,22 +16,11 @@ from labelwise.infer.compare import compare
 FAST = dict(backbone="cnn-small", pretrained=False, image_size=16, progress=False, cache="off", precision="32")
 
 
-def _shades(root, n: int, seed: int):
-    """Two classes a tiny CNN learns in an epoch or two: dark and light noise (a strong signal on any CPU)."""
-    rng = np.random.default_rng(seed)
-    for name, level in (("dark", 50), ("light", 200)):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            img = np.clip(rng.normal(level, 40, (16, 16)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / name / f"{i}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    train = _shades(root / "train", 60, seed=1)
-    test = _shades(root / "test", 100, seed=2)
+    train = shades(root / "train", 60, seed=1)
+    test = shades(root / "test", 100, seed=2)
     trained = labelwise.train(train, root / "trained", epochs=3, lr=5e-3, **FAST).run_dir
     # lr 0: the untrained network, a model that is surely worse (chance is 0.5)
     untrained = labelwise.train(train, root / "untrained", epochs=1, lr=0.0, **FAST).run_dir
