@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
-import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
+from servers import running as serving
 
 from labelwise.data import images as image_io
 from labelwise.data.demo import build_mosaics
@@ -65,26 +62,11 @@ def pictures(tmp_path_factory) -> list[Path]:
     return list_images([root / "images"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running(app):
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    """The shared test server, as the host:port tritonclient takes."""
+    with serving(app) as url:
+        yield url.removeprefix("http://")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import re
 import shutil
 import socket
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,18 +16,18 @@ import pytest
 import torch
 import typer
 import uvicorn
+from hostile import make_hostile_corpus
 from PIL import Image
+from servers import running, wait_for
 from typer.testing import CliRunner
 
-from labelwise.models.bundle import ModelMeta, save_model
-from labelwise.errors import BundleError, ConfigError
-from labelwise.labels import LabelSpace
-from labelwise.models.classifier import Classifier
-from labelwise.infer.predict import Predictor
-from labelwise.serve.app import ServeLimits, create_app, make_limits, sniff_format
 from labelwise.cli.serve import serve_command
-
-from hostile import make_hostile_corpus
+from labelwise.errors import BundleError, ConfigError
+from labelwise.infer.predict import Predictor
+from labelwise.labels import LabelSpace
+from labelwise.models.bundle import ModelMeta, save_model
+from labelwise.models.classifier import Classifier
+from labelwise.serve.app import ServeLimits, create_app, make_limits, sniff_format
 
 LABELS = ("bag", "dress", "sneaker")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,36 +57,6 @@ def bundle(tmp_path_factory) -> Path:
 def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
     return folder, make_hostile_corpus(folder)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running(app):
-    """Serve ``app`` with uvicorn on 127.0.0.1 in a thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    _wait_for(lambda: server.started or not thread.is_alive(), "the server to start")
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
-def _wait_for(condition, what: str, limit_s: float = 60.0) -> None:
-    """Poll until ``condition()`` holds; the limit only stops a broken test from hanging."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def _png_bytes(side: int = 40, seed: int = 0) -> bytes:
@@ -272,7 +241,7 @@ def test_a_full_queue_answers_503_at_once_and_the_loop_stays_free(bundle):
                    for _ in range(2)]
         for c in clients:
             c.start()
-        _wait_for(lambda: httpx.get(f"{url}/health").json()["in_flight"] == 2, "two requests in flight")
+        wait_for(lambda: httpx.get(f"{url}/health").json()["in_flight"] == 2, "two requests in flight")
         assert gated.entered.wait(60)  # inference is running (blocked) in the model thread...
         busy = httpx.post(f"{url}/predict", files=files, timeout=60)
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
@@ -304,7 +273,7 @@ def test_requests_waiting_for_the_model_share_one_forward_pass(bundle):
         others = [threading.Thread(target=post, args=(i,)) for i in (1, 2, 3)]
         for t in others:
             t.start()
-        _wait_for(lambda: len(service._waiting) == 3, "three requests waiting for the model")
+        wait_for(lambda: len(service._waiting) == 3, "three requests waiting for the model")
         gated.gate.set()
         for t in (first, *others):
             t.join(60)
