@@ -20,6 +20,10 @@ class ImageError(LabelwiseError):
     """An image file cannot be decoded safely."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image is over a size limit (pixels from its header, values, memory): a server answers 413, not 422."""
+
+
 class ConfigError(LabelwiseError):
     """An option or configuration value is invalid."""
 

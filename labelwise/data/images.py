@@ -34,7 +34,7 @@ from PIL import Image
 
 from labelwise.data.sources.base import IMAGE_EXTENSIONS  # noqa: F401  (re-exported: what counts as an image)
 from labelwise.data.tiff import TIFF_MAGIC, CodecError, check_pixels, read_tiff, tiff_layout, to_uint8
-from labelwise.errors import ImageError
+from labelwise.errors import ImageError, ImageTooLargeError
 
 log = logging.getLogger("labelwise")
 DEFAULT_MAX_PIXELS: int = 100_000_000
@@ -337,11 +337,11 @@ def _guard(name: str) -> Iterator[None]:
         except ImageError:
             raise
         except Image.DecompressionBombError as exc:
-            raise ImageError(f"image too large for Pillow ({exc}): {name}") from exc
+            raise ImageTooLargeError(f"image too large for Pillow ({exc}): {name}") from exc
         except Image.UnidentifiedImageError as exc:
             raise ImageError(f"not an image, or an unsupported format: {name}") from exc
         except MemoryError as exc:
-            raise ImageError(f"not enough memory to decode the image: {name}") from exc
+            raise ImageTooLargeError(f"not enough memory to decode the image: {name}") from exc
         except Exception as exc:  # decoders raise OSError, ValueError, SyntaxError, struct.error, ...
             text = str(exc) or type(exc).__name__
             reason = "file is truncated (an incomplete download or copy?)" if "truncated" in text \

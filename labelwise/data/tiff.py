@@ -11,7 +11,7 @@ from typing import BinaryIO
 import numpy as np
 import tifffile
 
-from labelwise.errors import ImageError
+from labelwise.errors import ImageError, ImageTooLargeError
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 
@@ -56,7 +56,7 @@ def tiff_layout(tif: tifffile.TiffFile, name: str, max_pixels: int) -> TiffLayou
                          f"or CxHxW (a stack or pyramid is not one image): {name}")
     check_pixels(w, h, max_pixels, name)
     if h * w * c > 4 * max_pixels:  # same byte budget as an RGBA image at the pixel cap
-        raise ImageError(f"TIFF has {c} bands of {w}x{h}, over the limit of {4 * max_pixels:,} "
+        raise ImageTooLargeError(f"TIFF has {c} bands of {w}x{h}, over the limit of {4 * max_pixels:,} "
                          f"values; raise max_pixels if it is genuine: {name}")
     tag = page.tags.get(274)  # Orientation: rare in TIFFs, but the same EXIF meaning
     orientation = int(tag.value) if tag is not None and 1 <= int(tag.value) <= 8 else 1
@@ -110,5 +110,5 @@ def check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
     if width <= 0 or height <= 0:
         raise ImageError(f"image header says {width}x{height} pixels: {name}")
     if width * height > max_pixels:
-        raise ImageError(f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+        raise ImageTooLargeError(f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
                          f"{max_pixels:,} (a decompression bomb?); raise max_pixels if it is genuine: {name}")
