@@ -123,8 +123,9 @@ class TrainConfig:
     devices: int | str = opt("auto", "Devices (processes) per node, e.g. 2.", panel="Run", parse="devices")
     distributed: str = opt("auto", "Lightning strategy for several processes, e.g. ddp.", panel="Run")
     num_nodes: int = opt(1, "Machines taking part (with --distributed ddp).", panel="Run")
-    precision: str = opt("auto", "auto (mixed precision where measured to be faster: GPUs, and cnn-small on AMX "
-                         "CPUs), 32, bf16-mixed, 16-mixed.", panel="Run", choices=("auto", "32", "bf16-mixed", "16-mixed"))
+    precision: str = opt("auto", "auto (mixed precision where measured to be faster: GPUs, and cnn-small on CPUs "
+                         "with bf16 units, AMX or AVX512_BF16), 32, bf16-mixed, 16-mixed.", panel="Run",
+                         choices=("auto", "32", "bf16-mixed", "16-mixed"))
     logger: str = opt("", "Experiment loggers beside history.csv, comma-separated: csv, tensorboard, mlflow (e.g. "
                       "tensorboard,mlflow; the last two need pip install labelwise[loggers]).", panel="Run")
     logger_dir: str | None = opt(None, "Folder the loggers write to (default RUN/logs; MLflow: a local store in it).",

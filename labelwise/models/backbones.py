@@ -50,7 +50,7 @@ class BackboneSpec:
     min_size: int  # smallest sensible input side, px
     description: str
     size_multiple: int = 32  # image sides are rounded up to this (the network's total stride)
-    cpu_bf16: bool = False  # measured to train faster under bfloat16 autocast on AMX CPUs (--precision auto)
+    cpu_bf16: bool = False  # measured to train faster under bfloat16 autocast on CPUs with bf16 units (--precision auto)
 
     def __post_init__(self) -> None:
         if self.pretrained not in PRETRAINED_SOURCES:

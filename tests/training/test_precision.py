@@ -12,27 +12,39 @@ from labelwise.data.demo import build_multiclass, fashion_available
 from labelwise.errors import ConfigError
 from labelwise.evaluation.metrics import compute_metrics
 from labelwise.models.backbones import get_spec
-from labelwise.training.precision import choose_precision, cpu_has_amx_bf16
+from labelwise.training.precision import choose_precision, cpu_bf16_units
 from labelwise.infer.predict import Predictor
 
 
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path, monkeypatch):
     amx = tmp_path / "amx"
     amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
     plain = tmp_path / "plain"
     plain.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 amx_bf16x\n")  # a look-alike flag is not the flag
-    assert cpu_has_amx_bf16(amx) is True
-    assert cpu_has_amx_bf16(plain) is False
-    assert cpu_has_amx_bf16(tmp_path / "missing") is False
+    avx = tmp_path / "avx512bf16"
+    avx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert cpu_bf16_units(amx) == "AMX"
+    assert cpu_bf16_units(avx) == "AVX-512 BF16"
+    assert cpu_bf16_units(plain) is None
+    assert cpu_bf16_units(tmp_path / "missing") is None
+    # oneDNN held below its bf16 instructions emulates bf16: not fast units
+    for isa, amx_units, avx_units in (("AVX512_CORE", None, None), ("AVX2", None, None),
+                                      ("AVX512_CORE_BF16", "AVX-512 BF16", "AVX-512 BF16"),
+                                      ("AVX512_CORE_AMX", "AMX", "AVX-512 BF16"), ("ALL", "AMX", "AVX-512 BF16")):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert (cpu_bf16_units(amx), cpu_bf16_units(avx)) == (amx_units, avx_units), isa
 
 
-def test_auto_uses_bf16_on_amx_cpus_only_for_backbones_measured_to_gain(monkeypatch):
+def test_auto_uses_bf16_on_bf16_cpus_only_for_backbones_measured_to_gain(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     monkeypatch.delenv("LABELWISE_CPU_BF16", raising=False)
-    small = choose_precision("auto", accelerator="auto", backbone="cnn-small", cpu_bf16=True, amx=True)
+    small = choose_precision("auto", accelerator="auto", backbone="cnn-small", cpu_bf16=True, units="AMX")
     assert small.value == "bf16-mixed" and "AMX" in small.reason and "cnn-small" in small.reason
-    assert choose_precision("auto", accelerator="cpu", backbone="cnn-small", cpu_bf16=True, amx=False).value == "32"
-    lite = choose_precision("auto", accelerator="auto", backbone="efficientnet_lite0", cpu_bf16=False, amx=True)
+    avx = choose_precision("auto", accelerator="auto", backbone="cnn-small", cpu_bf16=True, units="AVX-512 BF16")
+    assert avx.value == "bf16-mixed" and "AVX-512 BF16" in avx.reason
+    assert choose_precision("auto", accelerator="cpu", backbone="cnn-small", cpu_bf16=True, units=None).value == "32"
+    lite = choose_precision("auto", accelerator="auto", backbone="efficientnet_lite0", cpu_bf16=False, units="AMX")
     assert lite.value == "32" and lite.reason == ""
     assert get_spec("cnn-small").cpu_bf16 and not get_spec("efficientnet_lite0").cpu_bf16
     assert not get_spec("resnet18").cpu_bf16  # any timm name: full precision unless asked
@@ -43,13 +55,13 @@ def test_cpu_bf16_can_be_switched_off_from_the_environment(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     for off in ("0", "false", "OFF"):
         monkeypatch.setenv("LABELWISE_CPU_BF16", off)
-        assert choose_precision("auto", accelerator="cpu", backbone="cnn-small", cpu_bf16=True, amx=True).value == "32"
+        assert choose_precision("auto", accelerator="cpu", backbone="cnn-small", cpu_bf16=True, units="AMX").value == "32"
     monkeypatch.setenv("LABELWISE_CPU_BF16", "1")
-    assert choose_precision("auto", accelerator="cpu", backbone="cnn-small", cpu_bf16=True, amx=True).value == \
+    assert choose_precision("auto", accelerator="cpu", backbone="cnn-small", cpu_bf16=True, units="AMX").value == \
         "bf16-mixed"
     monkeypatch.setenv("LABELWISE_CPU_BF16", "0")  # an explicit choice is still honoured
     assert choose_precision("bf16-mixed", accelerator="cpu", backbone="cnn-small", cpu_bf16=True,
-                            amx=True).value == "bf16-mixed"
+                            units="AMX").value == "bf16-mixed"
 
 
 def test_auto_on_a_gpu_is_mixed_precision(monkeypatch):
@@ -59,11 +71,11 @@ def test_auto_on_a_gpu_is_mixed_precision(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_bf16_supported", lambda: False)
     assert choose_precision("auto", accelerator="gpu", backbone="x", cpu_bf16=False).value == "16-mixed"
     # --accelerator cpu on a GPU machine follows the CPU rule
-    assert choose_precision("auto", accelerator="cpu", backbone="x", cpu_bf16=False, amx=True).value == "32"
+    assert choose_precision("auto", accelerator="cpu", backbone="x", cpu_bf16=False, units="AMX").value == "32"
 
 
 def test_explicit_and_misspelled_choices():
-    assert choose_precision("32", accelerator="auto", backbone="cnn-small", cpu_bf16=True, amx=True).value == "32"
+    assert choose_precision("32", accelerator="auto", backbone="cnn-small", cpu_bf16=True, units="AMX").value == "32"
     assert choose_precision("bf16-mixed", accelerator="cpu", backbone="x", cpu_bf16=False).reason == ""
     with pytest.raises(ConfigError, match="did you mean 'bf16-mixed'"):
         choose_precision("bf16-mix", accelerator="cpu", backbone="x", cpu_bf16=False)
