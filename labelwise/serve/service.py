@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from labelwise.data import images
-from labelwise.errors import ConfigError, ImageError
+from labelwise.errors import ConfigError, ImageError, ImageTooLargeError
 from labelwise.infer.engines import check_engine
 from labelwise.infer.predict import Predictor
 from labelwise.serve.limits import ServeLimits
@@ -32,8 +31,6 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (  # (signature, offset, format)
     (b"GIF89a", 0, "GIF"), (b"BM", 0, "BMP"), (b"WEBP", 8, "WebP"), (b"II*\x00", 0, "TIFF"),
     (b"MM\x00*", 0, "TIFF"), (b"II+\x00", 0, "TIFF"), (b"MM\x00+", 0, "TIFF"))
 _ACCEPTED = "JPEG, PNG, GIF, BMP, WebP or TIFF"
-# Decoder reasons that mean "too big" (413) rather than "broken" (422).
-_TOO_LARGE = re.compile(r"over the limit|too large|not enough memory")
 
 
 @dataclass
@@ -222,9 +219,8 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def _error_result(name: str, exc: BaseException) -> _Result:
-    if isinstance(exc, ImageError):
-        # TODO(lead): an ImageTooLargeError subclass in errors.py would replace this text match.
-        return _Result(name, error=str(exc), status=413 if _TOO_LARGE.search(str(exc)) else 422)
+    if isinstance(exc, ImageError):  # too large (pixels from the header, a bomb, memory): 413; else broken: 422
+        return _Result(name, error=str(exc), status=413 if isinstance(exc, ImageTooLargeError) else 422)
     # A decoder bug must not turn a bad upload into a 500; log it so it gets fixed.
     log.exception("unexpected error decoding %s", name, exc_info=exc)
     return _Result(name, error=f"cannot decode the image ({type(exc).__name__}): {name}", status=422)

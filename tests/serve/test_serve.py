@@ -2,6 +2,7 @@
 and the upload page in headless Chromium. Servers run for real (uvicorn on 127.0.0.1, a free port)."""
 from __future__ import annotations
 
+import base64
 import pickle
 import re
 import shutil
@@ -22,12 +23,13 @@ from servers import running, wait_for
 from typer.testing import CliRunner
 
 from labelwise.cli.serve import serve_command
-from labelwise.errors import BundleError, ConfigError
+from labelwise.errors import BundleError, ConfigError, ImageError, ImageTooLargeError
 from labelwise.infer.predict import Predictor
 from labelwise.labels import LabelSpace
 from labelwise.models.bundle import ModelMeta, save_model
 from labelwise.models.classifier import Classifier
 from labelwise.serve.app import ServeLimits, create_app, make_limits, sniff_format
+from labelwise.serve.service import _error_result
 
 LABELS = ("bag", "dress", "sneaker")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -205,11 +207,22 @@ def test_a_client_that_stalls_mid_body_gets_408_and_frees_its_slot(bundle):
 
 
 def test_pixel_cap_comes_from_the_header(bundle):
-    with running(create_app(bundle, max_pixels=1_000)) as url:
+    app = create_app(bundle, max_pixels=1_000)
+    with running(app) as url:
         over = httpx.post(f"{url}/predict", files={"file": ("a.png", _png_bytes(side=40), "image/png")})
         assert over.status_code == 413 and "1,600 pixels, over the limit of 1,000" in over.text
         under = httpx.post(f"{url}/predict", files={"file": ("b.png", _png_bytes(side=30), "image/png")})
         assert under.status_code == 200
+        body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                            "data": [base64.b64encode(_png_bytes(side=40)).decode()]}]}
+        oip = httpx.post(f"{url}/v2/models/{app.state.model_name}/infer", json=body)
+        assert oip.status_code == 413 and "over the limit of 1,000" in oip.json()["error"]
+
+
+def test_too_large_is_told_by_the_error_type_not_its_wording():
+    assert _error_result("a.png", ImageTooLargeError("image is huge: a.png")).status == 413
+    assert _error_result("a.png", ImageError("a chunk length is over the limit of the file: a.png")).status == 422
+    assert _error_result("a.png", ValueError("decoder bug")).status == 422
 
 
 class GatedPredictor:
