@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,14 +38,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from labelwise.serve import oip
 from labelwise.serve.limits import ServeLimits, make_limits
 from labelwise.infer.engines import ENGINES
-from labelwise.serve.service import Service, load_predictor, sniff_format
+from labelwise.serve.service import Service, _Upload, load_predictor, sniff_format
 from labelwise.serve.transport import (
     _bearer_check,
     _error,
     _is_loopback,
     _page,
     _read_uploads,
-    check_declared_length,
+    admitted,
 )
 from labelwise.version import __version__
 
@@ -102,34 +102,26 @@ def create_app(run_dir: str | Path, token: str | None = None, engine: str = "tor
     @app.post("/predict", dependencies=[auth])
     async def predict(request: Request) -> JSONResponse:
         """One or more images as multipart/form-data (any field name) -> one result per image."""
-        refused = check_declared_length(request, limits)
-        if refused is not None:
-            return refused
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "multipart/form-data":
+        def multipart_only() -> JSONResponse | None:
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind == "multipart/form-data":
+                return None
             return _error(415, f"send images as multipart/form-data (got {kind or 'no content type'!r}), "
                                "e.g. curl -F file=@photo.jpg http://HOST:PORT/predict")
-        if not service.try_admit():
-            return _error(503, f"busy: {service.in_flight} requests in progress (queue size {limits.queue_size}); "
-                               f"retry in {limits.retry_after_s} s", headers={"Retry-After": str(limits.retry_after_s)})
-        handed_over = False
-        try:
+
+        async def read() -> list[_Upload]:
             try:
                 uploads = await asyncio.wait_for(_read_uploads(request, limits), limits.read_timeout_s)
             except asyncio.TimeoutError:
-                return _error(408, f"the request body did not arrive within {limits.read_timeout_s} s")
+                raise HTTPException(408, f"the request body did not arrive within {limits.read_timeout_s} s") from None
             if not uploads:
-                return _error(422, "no image in the request; send files as multipart/form-data, "
-                                   "e.g. curl -F file=@photo.jpg http://HOST:PORT/predict")
-            # The work finishes even if the client goes away, and only then frees its slot: the queue
-            # bounds the work in the pools, not just the connections.
-            task = service.spawn(service.process(uploads))
-            task.add_done_callback(service.release)
-            handed_over = True
-            results = await asyncio.shield(task)
-        finally:
-            if not handed_over:
-                service.release()
+                raise HTTPException(422, "no image in the request; send files as multipart/form-data, "
+                                         "e.g. curl -F file=@photo.jpg http://HOST:PORT/predict")
+            return uploads
+
+        results = await admitted(request, service, read, service.process, check=multipart_only)
+        if isinstance(results, JSONResponse):
+            return results
         failed = [r for r in results if r.error]
         # 200 when any image was predicted (failures carry their own status); else the first failure's.
         status = failed[0].status if len(failed) == len(results) else 200

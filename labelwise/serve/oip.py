@@ -26,7 +26,6 @@ An OIP response has no per-image errors, so one unusable image fails the request
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -37,8 +36,8 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
-from labelwise.serve.service import Service, _error_result, _Upload
-from labelwise.serve.transport import _error, check_declared_length, read_body
+from labelwise.serve.service import Service, _Result, _Upload
+from labelwise.serve.transport import admitted, read_body
 from labelwise.version import __version__
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -169,18 +168,11 @@ async def _decode_images(service: Service, items: list[bytes]) -> np.ndarray:
         raise _BadRequest(413, f"{len(items)} images in one request; the limit is {service.limits.max_files}")
     if not items:
         raise _BadRequest(422, "no image in the request")
-    uploads = [_Upload(f"image[{i}]", "", data) for i, data in enumerate(items)]
-    for up in uploads:
-        refused = service.check_upload(up)
-        if refused is not None:
-            raise _BadRequest(refused.status, refused.error)
-    loop = asyncio.get_running_loop()
-    decoded = await asyncio.gather(*(loop.run_in_executor(service.decode_pool, service.decode, up) for up in uploads),
-                                   return_exceptions=True)
-    for up, got in zip(uploads, decoded):
-        if isinstance(got, BaseException):
-            failed = _error_result(up.name, got)
-            raise _BadRequest(failed.status, failed.error)
+    decoded = await service.decode_uploads([_Upload(f"image[{i}]", "", data) for i, data in enumerate(items)],
+                                           all_or_nothing=True)
+    for got in decoded:  # no per-image errors in an OIP response: the first unusable image fails the request
+        if isinstance(got, _Result):
+            raise _BadRequest(got.status, got.error)
     return np.stack(decoded)
 
 
@@ -221,14 +213,6 @@ def _outputs(service: Service, probs: np.ndarray, header: dict[str, Any], name: 
 
 # --------------------------------------------------------------------------- routes
 
-def _release(service: Service):
-    """Free the slot; a refused input (an HTTPException) is the client's answer, not a server error to log."""
-    def done(task: asyncio.Future) -> None:
-        refused = not task.cancelled() and isinstance(task.exception(), HTTPException)
-        service.release(None if refused else task)
-    return done
-
-
 def add_routes(app: FastAPI, service: Service, auth: Any, name: str) -> None:
     """Mount the V2 endpoints for the model ``name`` on ``app`` (``auth``: the bearer-token dependency)."""
     limits = service.limits
@@ -267,30 +251,22 @@ def add_routes(app: FastAPI, service: Service, auth: Any, name: str) -> None:
     @app.post("/v2/models/{model}/versions/{version}/infer", dependencies=[auth])
     async def infer(model: str, request: Request, version: str | None = None) -> Response:
         check_name(model, version)
-        refused = check_declared_length(request, limits)
-        if refused is not None:
-            return refused
-        if not service.try_admit():
-            return _error(503, f"busy: {service.in_flight} requests in progress (queue size {limits.queue_size}); "
-                               f"retry in {limits.retry_after_s} s", headers={"Retry-After": str(limits.retry_after_s)})
-        handed_over = False
-        try:
+
+        async def read() -> tuple[dict[str, Any], dict[str, Any], Any]:
             header, binary = _split_body(request, await read_body(request, limits))
-            spec, data = _input(header, binary)
+            return (header, *_input(header, binary))
 
-            async def work() -> np.ndarray:
-                if spec["name"] == "image":
-                    pixels = await _decode_images(service, data)
-                else:
-                    pixels = _pixels(service, data, str(spec["datatype"]).upper())
-                return await service.probs(pixels)
+        async def work(got: tuple[dict[str, Any], dict[str, Any], Any]) -> tuple[dict[str, Any], np.ndarray]:
+            header, spec, data = got
+            if spec["name"] == "image":
+                pixels = await _decode_images(service, data)
+            else:
+                pixels = _pixels(service, data, str(spec["datatype"]).upper())
+            return header, await service.probs(pixels)
 
-            task = service.spawn(work())  # finishes (and frees its slot) even if the client goes away
-            task.add_done_callback(_release(service))
-            handed_over = True
-            probs = await asyncio.shield(task)
-            content, headers = _outputs(service, probs, header, name)
-        finally:
-            if not handed_over:
-                service.release()
+        answer = await admitted(request, service, read, work)
+        if isinstance(answer, Response):
+            return answer
+        header, probs = answer
+        content, headers = _outputs(service, probs, header, name)
         return Response(content, headers=headers)

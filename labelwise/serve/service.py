@@ -134,28 +134,37 @@ class Service:
                                         max_pixels=self.limits.max_pixels, name=up.name)
         return arr.transpose(2, 0, 1)
 
-    async def process(self, uploads: list[_Upload]) -> list[_Result]:
-        """Check, decode (in parallel threads) and predict the files of one request, in order."""
-        loop = asyncio.get_running_loop()
-        results: list[_Result | None] = [self.check_upload(up) for up in uploads]
+    async def decode_uploads(self, uploads: list[_Upload], all_or_nothing: bool = False
+                             ) -> list[np.ndarray | _Result]:
+        """Each upload as (C, S, S) pixels, or a _Result carrying why it cannot be used (415/413/422), in order.
+
+        The cheap checks (content type, magic bytes) run on every file first; the ones that pass are decoded in
+        parallel in the decode pool. ``all_or_nothing``: decode nothing once a file fails the cheap checks (for a
+        caller that fails the whole request on one bad image)."""
+        results: list[np.ndarray | _Result | None] = [self.check_upload(up) for up in uploads]
         todo = [i for i, r in enumerate(results) if r is None]
+        if all_or_nothing and len(todo) < len(uploads):
+            todo = []
+        loop = asyncio.get_running_loop()
         decoded = await asyncio.gather(*(loop.run_in_executor(self.decode_pool, self.decode, uploads[i])
                                          for i in todo), return_exceptions=True)
-        batch, rows = [], []
         for i, got in zip(todo, decoded):
-            if isinstance(got, BaseException):
-                results[i] = _error_result(uploads[i].name, got)
-            else:
-                batch.append(got)
-                rows.append(i)
-        if batch:
-            probs = await self.probs(np.stack(batch))
+            results[i] = _error_result(uploads[i].name, got) if isinstance(got, BaseException) else got
+        return [r for r in results if r is not None]
+
+    async def process(self, uploads: list[_Upload]) -> list[_Result]:
+        """Check, decode (in parallel threads) and predict the files of one request, in order."""
+        got = await self.decode_uploads(uploads)
+        rows = [i for i, g in enumerate(got) if not isinstance(g, _Result)]
+        results: list[_Result] = [g if isinstance(g, _Result) else _Result(uploads[i].name) for i, g in enumerate(got)]
+        if rows:
+            probs = await self.probs(np.stack([got[i] for i in rows]))
             hot = self.predictor.decide(probs)
             names = list(self.predictor.labels.names)
             for j, i in enumerate(rows):
                 results[i] = _Result(uploads[i].name, [names[k] for k in np.flatnonzero(hot[j])],
                                      {n: round(float(p), 6) for n, p in zip(names, probs[j])})
-        return [r for r in results if r is not None]
+        return results
 
     async def probs(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for one request's images, computed together with whatever else is waiting."""
@@ -208,6 +217,7 @@ class Service:
             "at_least_one": bool(meta.at_least_one),
             "limits": asdict(self.limits),
         }
+
 
 
 def sniff_format(data: bytes) -> str | None:

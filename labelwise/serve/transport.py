@@ -8,14 +8,16 @@ import hashlib
 import hmac
 import re
 from importlib import resources
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from labelwise.serve.limits import ServeLimits
-from labelwise.serve.service import _Upload
+from labelwise.serve.service import Service, _Upload
+
+Body = TypeVar("Body")
 
 _MAX_NAME_CHARS = 200  # file names are echoed back; clip what a client may send
 
@@ -135,3 +137,40 @@ async def read_body(request: Request, limits: ServeLimits) -> bytes:
 
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+async def admitted(request: Request, service: Service, read: Callable[[], Awaitable[Body]],
+                   work: Callable[[Body], Awaitable[Any]],
+                   check: Callable[[], JSONResponse | None] | None = None) -> Any:
+    """The admission both faces share (labelwise JSON and the Open Inference Protocol), cheapest first:
+    Content-Length (400/413), ``check()`` (the route's own refusal from the headers, or None) and a free
+    queue slot (503 + Retry-After), all before a byte of the body is read;
+    then ``read()`` (bounded and timed out; it raises HTTPException to refuse) within the slot, and
+    ``work(body)`` as a task that finishes, and only then frees the slot, even if the client goes away:
+    the queue bounds the work in the pools, not just the connections. Returns what ``work`` returns,
+    or the JSONResponse that refused the request."""
+    limits = service.limits
+    refused = check_declared_length(request, limits) or (check() if check else None)
+    if refused is not None:
+        return refused
+    if not service.try_admit():
+        return _error(503, f"busy: {service.in_flight} requests in progress (queue size {limits.queue_size}); "
+                           f"retry in {limits.retry_after_s} s", headers={"Retry-After": str(limits.retry_after_s)})
+    handed_over = False
+    try:
+        body = await read()
+        task = service.spawn(work(body))
+        task.add_done_callback(_release(service))
+        handed_over = True
+        return await asyncio.shield(task)
+    finally:
+        if not handed_over:
+            service.release()
+
+
+def _release(service: Service) -> Callable[[asyncio.Future], None]:
+    """Free the slot; a refused input (an HTTPException) is the client's answer, not a server error to log."""
+    def done(task: asyncio.Future) -> None:
+        refused = not task.cancelled() and isinstance(task.exception(), HTTPException)
+        service.release(None if refused else task)
+    return done
