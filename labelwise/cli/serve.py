@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from labelwise.cli.help import TTA_HELP, TTA_VIEWS_HELP, tta_option
 from labelwise.errors import ConfigError
 from labelwise.outputs import check_port
 from labelwise.serve.limits import TOKEN_ENV, ServeLimits
@@ -20,6 +21,8 @@ def serve_command(
                                              "environment variable: a --token shows in `ps`."),
     engine: str = typer.Option("torch", "--engine", help="Inference engine: torch or onnx."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="One global cut-off instead of the tuned ones."),
+    tta: bool = typer.Option(False, "--tta", help=TTA_HELP + " On every endpoint; costs a forward pass per view."),
+    tta_views: Optional[int] = typer.Option(None, "--tta-views", metavar="N", help=TTA_VIEWS_HELP),
     max_body_mb: float = typer.Option(ServeLimits.max_body_bytes / 2**20, "--max-body-mb",
                                       help="Largest request body, MiB."),
     max_files: int = typer.Option(ServeLimits.max_files, "--max-files", help="Most images per request."),
@@ -50,10 +53,12 @@ def serve_command(
     app = create_app(run, token=token or None, engine=engine, threshold=threshold,
                      notify=lambda line: console.print(f"[dim]{line}[/]"),
                      max_body_bytes=int(max_body_mb * 2**20), max_files=max_files, max_pixels=max_pixels,
-                     queue_size=queue_size, max_batch=max_batch, model_name=model_name)
+                     queue_size=queue_size, max_batch=max_batch, model_name=model_name,
+                     tta=tta_option(tta, tta_views))
     info = app.state.service.model_info()
     console.print(f"[bold]serving[/] {run} ({info['task']}, {len(info['labels'])} labels, {info['backbone']}, "
-                  f"engine {engine}) at [bold]http://{host}:{port}/[/]"
+                  f"engine {engine}" + (f", TTA over {info['tta']['views']} views" if info["tta"] else "")
+                  + f") at [bold]http://{host}:{port}/[/]"
                   + (" — token required" if token else ""))
     console.print(f"  Open Inference Protocol: http://{host}:{port}/v2/models/{app.state.model_name}/infer")
     if not token and not _is_loopback(host):

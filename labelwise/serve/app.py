@@ -55,14 +55,15 @@ __all__ = ["ENGINES", "ServeLimits", "Service", "create_app", "make_limits", "sn
 def create_app(run_dir: str | Path, token: str | None = None, engine: str = "torch", *,
                threshold: float | None = None, limits: ServeLimits | None = None,
                notify: Callable[[str], None] | None = None, model_name: str | None = None,
-               **limit_overrides: Any) -> FastAPI:
+               tta: bool | int = False, **limit_overrides: Any) -> FastAPI:
     """The FastAPI app serving the bundle in ``run_dir``; limits as ServeLimits or its field names.
     ``model_name``: the model's name under /v2/models/ (default: the run directory's name).
+    ``tta``: test-time augmentation on every endpoint, as ``Predictor.load(tta=...)`` (True or a view count).
 
     >>> app = create_app("runs/demo", max_body_bytes=8 * 2**20, queue_size=8)   # doctest: +SKIP
     """
     limits = replace(limits, **limit_overrides).check() if limits else make_limits(**limit_overrides)
-    predictor = load_predictor(run_dir, engine, threshold, notify)
+    predictor = load_predictor(run_dir, engine, threshold, notify, tta)
     meta = predictor.meta
     # One forward pass now: a broken bundle fails at start-up, and the first client does not wait.
     predictor.predict_pixels(np.zeros((1, meta.in_chans, meta.image_size, meta.image_size), np.uint8))

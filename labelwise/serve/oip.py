@@ -64,7 +64,7 @@ def model_metadata(service: Service, name: str) -> dict[str, Any]:
                     {"name": "labels", "datatype": "BYTES", "shape": [-1]}],
         # beyond the protocol's fields (clients ignore what they do not know)
         "task": labels.task, "labels": list(labels.names), "thresholds": info["thresholds"],
-        "at_least_one": info["at_least_one"],
+        "at_least_one": info["at_least_one"], "tta": info["tta"],
         "input_notes": f"one input per request: 'image' (encoded files) or 'pixels' ({c}x{s}x{s}, FP32 in [0, 1] "
                        "or UINT8), squash-resized images as labelwise decodes them",
     }

@@ -55,15 +55,16 @@ class _Result:
 
 
 def load_predictor(run_dir: str | Path, engine: str = "torch", threshold: float | None = None,
-                   notify: Callable[[str], None] | None = None):
+                   notify: Callable[[str], None] | None = None, tta: bool | int = False):
     """Predictor for a bundle; ``engine`` (and ``notify``, told before a slow ONNX export) are passed
-    on only when the engine is not the default."""
+    on only when the engine is not the default. ``tta``: test-time views as for ``labelwise predict --tta``
+    (True: the flips the model trained with; an int: that many views)."""
 
     check_engine(engine)
     if engine == "torch":
-        return Predictor.load(run_dir, threshold=threshold)
+        return Predictor.load(run_dir, threshold=threshold, tta=tta)
     try:
-        return Predictor.load(run_dir, threshold=threshold, engine=engine,
+        return Predictor.load(run_dir, threshold=threshold, engine=engine, tta=tta,
                               **({"notify": notify} if notify else {}))
     except TypeError:  # a Predictor without engines
         raise ConfigError(f"--engine {engine} is not available in this labelwise; use --engine torch") from None
@@ -215,9 +216,14 @@ class Service:
             "thresholds": ({n: float(t) for n, t in zip(labels.names, thresholds)} if labels.multilabel
                            else None),
             "at_least_one": bool(meta.at_least_one),
+            "tta": self.tta_info(),
             "limits": asdict(self.limits),
         }
 
+    def tta_info(self) -> dict[str, Any] | None:
+        """The test-time views every image is averaged over (--tta / --tta-views), or None when off."""
+        views = getattr(getattr(self.predictor, "engine", None), "views", ())
+        return {"views": len(views), "names": [v.name for v in views]} if len(views) > 1 else None
 
 
 def sniff_format(data: bytes) -> str | None:

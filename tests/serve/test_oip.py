@@ -32,11 +32,9 @@ LABELS = ("trouser", "bag", "sneaker", "dress")
 NAME = "fashion"
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory, pictures) -> Path:
-    """Random weights; thresholds at each label's median probability on the pictures, so that half of
-    them carry each label: the decisions then depend on the thresholds being applied."""
-    run = tmp_path_factory.mktemp("oip") / "run"
+def _random_bundle(run: Path, bn_var: float | None = None) -> tuple[Classifier, ModelMeta]:
+    """cnn-small with random weights (seed 0), saved to ``run``: BatchNorm variances uniform in [0.5, 1.5], or
+    all ``bn_var`` (below 1, each layer amplifies contrast: the output depends visibly on the image)."""
     torch.manual_seed(0)
     model = Classifier("cnn-small", len(LABELS), in_chans=1)
     with torch.no_grad():
@@ -45,11 +43,23 @@ def bundle(tmp_path_factory, pictures) -> Path:
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
+                if bn_var is None:
+                    m.running_var.uniform_(0.5, 1.5)
+                else:
+                    m.running_var.fill_(bn_var)
     meta = ModelMeta(LabelSpace(LABELS, "multilabel"), "cnn-small", in_chans=1, image_size=32,
                      thresholds=(0.4, 0.5, 0.5, 0.6), mean=tuple(model.mean.flatten().tolist()),
                      std=tuple(model.std.flatten().tolist()))
     save_model(run, model.eval(), meta)
+    return model, meta
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, pictures) -> Path:
+    """Random weights; thresholds at each label's median probability on the pictures, so that half of
+    them carry each label: the decisions then depend on the thresholds being applied."""
+    run = tmp_path_factory.mktemp("oip") / "run"
+    model, meta = _random_bundle(run)
     preds = Predictor.load(run).predict(pictures)
     probs = np.array([[r.probs[n] for n in LABELS] for r in preds])
     save_model(run, model, replace(meta, thresholds=tuple(float(t) for t in np.median(probs, axis=0))))
@@ -162,3 +172,50 @@ def test_token_is_required_except_for_health(bundle, pictures):
         assert "401" in _status(lambda: client.infer(NAME, [_image_input(pictures[:1])]))
         ok = client.infer(NAME, [_image_input(pictures[:1])], headers={"Authorization": "Bearer s3cret"})
         assert ok.as_numpy("probabilities").shape == (1, len(LABELS))
+
+
+@pytest.fixture(scope="module")
+def contrasty(tmp_path_factory) -> Path:
+    """Random weights with BatchNorm variances of 0.3, so that a mirror changes the probabilities by ~0.02."""
+    run = tmp_path_factory.mktemp("contrasty") / "run"
+    _random_bundle(run, bn_var=0.3)
+    return run
+
+
+def test_tta_serves_what_predict_tta_says(contrasty, pictures, tmp_path):
+    """`labelwise serve --tta-views 4`: the JSON /predict, the OIP image and pixel inputs all average the same
+    views as `labelwise predict --tta-views 4` / Predictor.load(tta=4), and that differs from no TTA."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli import app as cli
+
+    out = tmp_path / "tta.jsonl"
+    res = CliRunner().invoke(cli, ["predict", str(contrasty), *map(str, pictures), "--out", str(out),
+                                   "--tta-views", "4", "--quiet"])
+    assert res.exit_code == 0, res.output
+    rows = {Path(r["image"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    cli_probs = np.array([[rows[p.name]["probabilities"][n] for n in LABELS] for p in pictures])
+    api = Predictor.load(contrasty, tta=4).predict(pictures)
+    api_probs = np.array([[r.probs[n] for n in LABELS] for r in api])
+    assert np.abs(api_probs - cli_probs).max() < 1e-5
+    plain = np.array([[r.probs[n] for n in LABELS] for r in Predictor.load(contrasty).predict(pictures)])
+    assert np.abs(api_probs - plain).max() > 5e-3  # the mosaics are not mirror-symmetric: the views matter
+
+    with serving(create_app(contrasty, model_name=NAME, tta=4)) as url:
+        info = httpx.get(f"{url}/model").json()["tta"]
+        assert info == {"views": 4, "names": ["identity", "hflip", "shift(+2,+2)", "hflip+shift(-2,-2)"]}
+        client = http.InferenceServerClient(url.removeprefix("http://"))
+        assert client.get_model_metadata(NAME)["tta"]["views"] == 4
+        by_image = client.infer(NAME, [_image_input(pictures)]).as_numpy("probabilities")
+        pixels = np.stack([image_io.read_resized(p, 32, 1).transpose(2, 0, 1) for p in pictures])
+        x = http.InferInput("pixels", list(pixels.shape), "UINT8")
+        x.set_data_from_numpy(pixels)
+        by_pixels = client.infer(NAME, [x]).as_numpy("probabilities")
+        files = [("file", (p.name, p.read_bytes(), "image/png")) for p in pictures]
+        results = httpx.post(f"{url}/predict", files=files, timeout=60).json()["results"]
+        by_json = np.array([[r["probabilities"][n] for n in LABELS] for r in results])
+    for got in (by_image, by_pixels, by_json):
+        assert np.abs(got - api_probs).max() < 1e-5
+    with serving(create_app(contrasty, model_name=NAME)) as url:
+        assert httpx.get(f"{url}/model").json()["tta"] is None
+        assert http.InferenceServerClient(url.removeprefix("http://")).get_model_metadata(NAME)["tta"] is None

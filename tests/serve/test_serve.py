@@ -396,6 +396,14 @@ def test_serve_command(bundle, monkeypatch):
     monkeypatch.delenv("LABELWISE_TOKEN")
     exposed = runner.invoke(cli, [str(bundle), "--host", "0.0.0.0"])
     assert exposed.exit_code == 0 and "without a token" in exposed.output
+    assert calls[-1][0].state.service.model_info()["tta"] is None
+    tta = runner.invoke(cli, [str(bundle), "--tta"])
+    assert tta.exit_code == 0 and "TTA over 2 views" in tta.output
+    assert calls[-1][0].state.service.model_info()["tta"]["names"] == ["identity", "hflip"]
+    views = runner.invoke(cli, [str(bundle), "--tta-views", "6"])
+    assert views.exit_code == 0 and calls[-1][0].state.service.model_info()["tta"]["views"] == 6
+    none = runner.invoke(cli, [str(bundle), "--tta-views", "0"])
+    assert isinstance(none.exception, ConfigError) and "--tta-views 0" in str(none.exception)
     bad = runner.invoke(cli, [str(bundle), "--engine", "tensorrt"])
     assert isinstance(bad.exception, ConfigError) and "--engine" in str(bad.exception)
     missing = runner.invoke(cli, [str(bundle / "nope")])
