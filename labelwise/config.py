@@ -41,10 +41,14 @@ class DataConfig:
     images: str | None = opt(None, "Folder the CSV's image names are relative to.", panel="Data")
     delimiter: str = opt("auto", "Separator between tags in a csv-tags cell; auto = whitespace, commas, semicolons or |.",
                          panel="Data")
-    val_split: float = opt(0.2, "Share of images held out for validation.", panel="Data")
+    val_split: float | None = opt(None, "Share of images held out for validation (default 0.2, but at most 5,000 "
+                                  "images: large sets keep more for training).", panel="Data")
     image_size: int | None = opt(None, "Square input side in px (default: from the images).", panel="Data")
     channels: int | None = opt(None, "Input channels (default: from the images: 1 gray, 3 colour, N bands).",
                                panel="Data")
+    bands: int | str | None = opt(None, "Bands the model sees, in order, numbered from 1 as in GDAL/rasterio, e.g. "
+                                  "3,2,1 = RGB of a 4-band Planet TIFF (B,G,R,NIR); --channels becomes their count "
+                                  "(default: every band).", panel="Data", metavar="LIST")
     strict: bool = opt(False, "Unreadable images are an error instead of skipped.", panel="Data")
     max_pixels: int = opt(100_000_000, "Decompression-bomb cap per image, in pixels.", panel="Data")
     workers: int | None = opt(None, "Decoding threads (default: all cores).", panel="Data")
@@ -77,7 +81,8 @@ TIME_LIMITED_MAX_EPOCHS = 100  # --time-limit without --epochs: the budget decid
 class TrainConfig:
     epochs: int | None = opt(None, f"Epochs (default {DEFAULT_EPOCHS}; with --time-limit, as many as fit, at most "
                              f"{TIME_LIMITED_MAX_EPOCHS}).", panel="Training")
-    batch_size: int = opt(64, "Images per step.", panel="Training")
+    batch_size: int | None = opt(None, "Images per step (default: the backbone's, 256 for cnn-small, else 64; see "
+                                 "`labelwise models`).", panel="Training")
     lr: float | None = opt(None, "Peak learning rate, reached after warm-up (default: the optimizer's, see "
                            "--optimizer).", panel="Training")
     optimizer: str = opt("adamw", "Optimizer.", panel="Training", choices="optimizer")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from labelwise.data import images
+from labelwise.data.band_scaling import PLAIN, PixelSpec
 from labelwise.data.cache import chunks, decode_through_cache
 from labelwise.data.samples import Samples
 from labelwise.errors import ImageError
@@ -25,38 +26,41 @@ log = logging.getLogger("labelwise")
 
 
 def decode_all(paths: list[Path], size: int, channels: int, *, max_pixels: int = images.DEFAULT_MAX_PIXELS,
-               workers: int | None = None, description: str = "decoding", cache_dir: Path | None = None
-               ) -> tuple[np.ndarray, dict[Path, str]]:
+               workers: int | None = None, description: str = "decoding", cache_dir: Path | None = None,
+               pixel_spec: PixelSpec = PLAIN) -> tuple[np.ndarray, dict[Path, str]]:
     """Return (array of shape (N, channels, size, size) uint8, {bad path: reason}).
 
     Rows of bad images are left zero; callers drop them using the returned dict, which lists them in
     the order of ``paths``. With ``cache_dir`` (see cache.resolve_cache_dir), images decoded by an
     earlier run are read from the on-disk cache there and new ones are added to it; the array may
     then be a read-only view of the cache file. None decodes everything in memory.
+    ``pixel_spec``: the bands and their scaling (a bundle's ``meta.pixel_spec``); part of the cache key.
     """
     def decode(part: list, out: np.ndarray, rows: np.ndarray) -> dict:
-        return _decode_into(part, out, rows, size, channels, max_pixels, workers, description)
+        return _decode_into(part, out, rows, size, channels, max_pixels, workers, description, pixel_spec)
 
     if cache_dir is None:
         out = np.zeros((len(paths), channels, size, size), dtype=np.uint8)
         bad = decode(list(paths), out, np.arange(len(paths)))
         return out, bad
     out, bad, report = decode_through_cache(paths, size, channels, cache_dir, max_pixels=max_pixels,
-                                            decode=decode, workers=workers, progress=progress_bar)
+                                            decode=decode, workers=workers, progress=progress_bar,
+                                            variant=pixel_spec.key())
     if report.images:
         log.info(report.summary())
     return out, bad
 
 
 def _decode_into(paths: list, out: np.ndarray, rows: np.ndarray, size: int, channels: int, max_pixels: int,
-                 workers: int | None, description: str) -> dict:
+                 workers: int | None, description: str, pixel_spec: PixelSpec) -> dict:
     """Decode paths[j] into out[rows[j]] with threads; return {bad path: reason} in the order of ``paths``."""
     bad: dict = {}
 
     def work(part: range) -> int:
         for j in part:
             try:
-                out[rows[j]] = images.read_resized(paths[j], size, channels, max_pixels=max_pixels).transpose(2, 0, 1)
+                arr = images.read_resized(paths[j], size, channels, max_pixels=max_pixels, pixel_spec=pixel_spec)
+                out[rows[j]] = arr.transpose(2, 0, 1)
             except ImageError as e:
                 bad[paths[j]] = str(e)
         return len(part)
@@ -73,13 +77,13 @@ def _decode_into(paths: list, out: np.ndarray, rows: np.ndarray, size: int, chan
 
 def decode_samples(samples: Samples, size: int, channels: int, *, strict: bool = False,
                    max_pixels: int = images.DEFAULT_MAX_PIXELS, workers: int | None = None,
-                   cache_dir: Path | None = None) -> tuple[Samples, np.ndarray]:
+                   cache_dir: Path | None = None, pixel_spec: PixelSpec = PLAIN) -> tuple[Samples, np.ndarray]:
     """Decode all samples; drop unreadable ones (recorded in ``Samples.skipped``) unless ``strict``.
 
-    ``cache_dir``: as in decode_all (None: no cache).
+    ``cache_dir``, ``pixel_spec``: as in decode_all (None: no cache).
     """
     pixels, bad = decode_all(samples.paths, size, channels, max_pixels=max_pixels, workers=workers,
-                             cache_dir=cache_dir)
+                             cache_dir=cache_dir, pixel_spec=pixel_spec)
     if bad and strict:
         path, reason = next(iter(bad.items()))
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

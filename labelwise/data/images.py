@@ -6,9 +6,12 @@ Every image labelwise reads goes through here, so every odd file behaves the sam
   CHW: the band axis is the small one; tiff.py). The format is sniffed from the content, not the name.
 * EXIF orientation is applied; palette -> RGB; CMYK/YCbCr/LAB -> RGB; transparent images
   (LA, RGBA, palette with transparency) are composited on white; grayscale stays 1 channel.
-* Sample values become uint8: 16-bit is scaled (x / 257, rounded: the full range is mapped, never
-  clipped); floats are taken as [0, 1] when all values lie in [0, 1], else min-max scaled per image;
-  other integer types are scaled as 16-bit when they fit [0, 65535], else min-max scaled.
+* ``pixel_spec`` (band_scaling.PixelSpec, stored in a model's bundle) chooses and orders the bands
+  (``--bands 3,2,1``) and scales high-bit samples to uint8 per band by the training data's 1st-99th
+  percentiles. Without statistics, sample values become uint8 by type (tiff.to_uint8): 16-bit is x / 257,
+  rounded (the full range is mapped, never clipped); floats are taken as [0, 1] when all values lie in
+  [0, 1], else min-max scaled per image; other integer types as 16-bit when they fit [0, 65535], else
+  min-max scaled. 8-bit images are never rescaled.
 * The pixel count is checked from the header before anything is decoded (decompression bombs).
 * Anything wrong with a file raises ImageError("<plain reason>: <path>").
 
@@ -32,8 +35,9 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from labelwise.data.band_scaling import PLAIN, PixelSpec
 from labelwise.data.sources.base import IMAGE_EXTENSIONS  # noqa: F401  (re-exported: what counts as an image)
-from labelwise.data.tiff import TIFF_MAGIC, CodecError, check_pixels, read_tiff, tiff_layout, to_uint8
+from labelwise.data.tiff import TIFF_MAGIC, CodecError, check_pixels, read_tiff, tiff_layout
 from labelwise.errors import ImageError, ImageTooLargeError
 
 log = logging.getLogger("labelwise")
@@ -96,34 +100,54 @@ def probe(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
         return ImageInfo(w, h, img.mode, len(img.getbands()), img.format or "")
 
 
-def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a whole image to an HxWxC uint8 array (C = 1, 3 or the TIFF's band count)."""
+def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, pixel_spec: PixelSpec = PLAIN) -> np.ndarray:
+    """Decode a whole image to an HxWxC uint8 array (C = 1, 3, the TIFF's band count or len(bands))."""
     with _open_file(path) as (f, name):
-        return _decode(f, name, max_pixels, None, None)
+        return _decode(f, name, max_pixels, None, None, pixel_spec)
 
 
-def read_resized(path: PathLike, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_resized(path: PathLike, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 pixel_spec: PixelSpec = PLAIN) -> np.ndarray:
     """Decode and squash to (size, size, channels) uint8.
 
     Squashing (no crop) keeps objects at the edges, which multi-label targets may depend on.
     channels: 1 -> luminance, 3 -> RGB (gray is replicated), N -> needs an N-band image.
+    pixel_spec: the bands and their scaling (a model's ``ModelMeta.pixel_spec``; see band_scaling).
     """
     _check_request(size, channels)
     with _open_file(path) as (f, name):
-        return _decode(f, name, max_pixels, size, channels)
+        return _decode(f, name, max_pixels, size, channels, pixel_spec)
 
 
 def read_resized_bytes(data: bytes, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                       name: str = "upload") -> np.ndarray:
+                       name: str = "upload", pixel_spec: PixelSpec = PLAIN) -> np.ndarray:
     """read_resized for in-memory bytes (an HTTP upload); ``name`` appears in error messages."""
     _check_request(size, channels)
-    return _decode(io.BytesIO(data), name, max_pixels, size, channels)
+    return _decode(io.BytesIO(data), name, max_pixels, size, channels, pixel_spec)
+
+
+def read_samples(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The samples as stored: HxWxC in the file's own type (uint16, float32, ...), every band, not rotated.
+
+    For band statistics (band_stats.py); a picture Pillow decodes (JPEG, 8-bit PNG) comes back as read_image's
+    uint8 would (every band, no scaling)."""
+    with _open_file(path) as (f, name), _guard(name):
+        if _sniff(f, name) in TIFF_MAGIC:
+            try:
+                got = read_tiff(f, name, max_pixels)
+            except CodecError:
+                got = None  # Pillow may manage; _read_pil raises the plain reason if not
+            if got is not None:
+                return got[0]
+            f.seek(0)
+        return _read_pil(f, name, max_pixels, None, None, keep_alpha=True, pixel_spec=None)[0]
 
 
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode(f: BinaryIO, name: str, max_pixels: int, size: int | None, channels: int | None) -> np.ndarray:
+def _decode(f: BinaryIO, name: str, max_pixels: int, size: int | None, channels: int | None,
+            pixel_spec: PixelSpec) -> np.ndarray:
     with _guard(name):
         got: tuple[np.ndarray, int] | None = None
         tiff_error: BaseException | None = None
@@ -132,13 +156,15 @@ def _decode(f: BinaryIO, name: str, max_pixels: int, size: int | None, channels:
                 got = read_tiff(f, name, max_pixels)
             except CodecError as exc:  # e.g. LZW without imagecodecs: Pillow may still manage
                 tiff_error = exc.__cause__
-            if got is not None and size is not None:
-                got = _resize_bands(got[0], size), got[1]
+            if got is not None:
+                arr = pixel_spec.convert(got[0], name)  # choose bands, then scale: before the (uint8) resize
+                got = (arr if size is None else _resize_bands(arr, size)), got[1]
             f.seek(0)
         if got is None:
             try:
                 # Falling back from tifffile, keep every band (no compositing), as tifffile would.
-                got = _read_pil(f, name, max_pixels, size, channels, keep_alpha=tiff_error is not None)
+                got = _read_pil(f, name, max_pixels, size, channels, keep_alpha=tiff_error is not None,
+                                pixel_spec=pixel_spec)
             except Exception:
                 if tiff_error is not None:
                     raise ImageError(f"cannot decode TIFF ({tiff_error}); LZW/JPEG-compressed TIFFs "
@@ -152,15 +178,23 @@ def _decode(f: BinaryIO, name: str, max_pixels: int, size: int | None, channels:
         return np.ascontiguousarray(arr)
 
 
-def _read_pil(f: BinaryIO, name: str, max_pixels: int, size: int | None,
-              channels: int | None, keep_alpha: bool = False) -> tuple[np.ndarray, int]:
+def _read_pil(f: BinaryIO, name: str, max_pixels: int, size: int | None, channels: int | None,
+              keep_alpha: bool = False, pixel_spec: PixelSpec | None = PLAIN) -> tuple[np.ndarray, int]:
+    """(HxWxC uint8, EXIF orientation); pixel_spec None: samples as stored (16-bit/float gray unscaled)."""
     img = _open_pil(f, name, max_pixels)
     if size is not None and img.format in ("JPEG", "MPO"):
         # Reduced DCT decode (1/2, 1/4, 1/8) while staying >= size: the big win on camera photos.
-        # Decoding straight to luma is also free when the model wants gray.
-        img.draft("L" if channels == 1 and img.mode == "RGB" else img.mode, (size, size))
+        # Decoding straight to luma is also free when the model wants gray (and chose no bands).
+        gray = channels == 1 and img.mode == "RGB" and pixel_spec is not None and pixel_spec.bands is None
+        img.draft("L" if gray else img.mode, (size, size))
     img.load()
     orientation = _orientation(img)
+    if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit integer or float gray: one band of samples
+        arr = np.asarray(img)[:, :, None]
+        if pixel_spec is None:
+            return arr, orientation
+        arr = pixel_spec.convert(arr, name)
+        return (arr if size is None else _resize_bands(arr, size)), orientation
     img = _standard_mode(img)
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), _RESAMPLE, reducing_gap=_REDUCING_GAP)
@@ -169,7 +203,7 @@ def _read_pil(f: BinaryIO, name: str, max_pixels: int, size: int | None,
         arr = arr[:, :, None]
     if img.mode in ("LA", "RGBA") and not keep_alpha:
         arr = _composite_on_white(arr)  # after the resize: Pillow resizes premultiplied, so it commutes
-    return arr, orientation
+    return (arr if pixel_spec is None else pixel_spec.select(arr, name)), orientation
 
 
 def _open_pil(f: BinaryIO, name: str, max_pixels: int) -> Image.Image:
@@ -195,8 +229,6 @@ def _standard_mode(img: Image.Image) -> Image.Image:
         return img.convert("LA" if mode == "La" else "RGBA")
     if mode == "P":
         return img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float gray
-        return Image.fromarray(to_uint8(np.asarray(img)))
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
 
 

@@ -1,7 +1,9 @@
-"""TIFFs with any number of bands (tifffile), sample values scaled to uint8, and the pixel-count cap.
+"""TIFFs with any number of bands (tifffile), the plain scale of samples to uint8, and the pixel-count cap.
 
 Used by images.py, the one decoder: a TIFF that is a picture (palette, CMYK, YCbCr, bilevel) is left
-to Pillow; everything else is read here, HWC or CHW (the band axis is the small one), every band kept.
+to Pillow; everything else is read here, HWC or CHW (the band axis is the small one), every band kept,
+samples in their stored type. images.py turns them into uint8 through a band_scaling.PixelSpec: robust
+per-band scaling when the model has band statistics, else ``to_uint8`` below.
 """
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ def tiff_layout(tif: tifffile.TiffFile, name: str, max_pixels: int) -> TiffLayou
 
 
 def read_tiff(f: BinaryIO, name: str, max_pixels: int) -> tuple[np.ndarray, int] | None:
+    """(HxWxC samples in their stored type, EXIF orientation), or None when Pillow should read the file."""
     with tifffile.TiffFile(f) as tif:
         layout = tiff_layout(tif, name, max_pixels)
         if layout is None:
@@ -77,11 +80,14 @@ def read_tiff(f: BinaryIO, name: str, max_pixels: int) -> tuple[np.ndarray, int]
         data = data[:, :, None]
     elif layout.band_axis == 0:
         data = np.moveaxis(data, 0, -1)
-    return to_uint8(data), layout.orientation
+    return data, layout.orientation
 
 
 def to_uint8(a: np.ndarray) -> np.ndarray:
-    """Scale samples to uint8 by type (see the module docstring); multi-band images share one scale."""
+    """The plain scale to uint8, by sample type; multi-band images share one scale.
+
+    uint16 (and other integers within 0..65535): x / 257, rounded (the full range, never clipped); floats:
+    x * 255 when all lie in [0, 1], else min-max per image; other integers: min-max per image."""
     if a.dtype == np.uint8:
         return a
     if a.dtype == np.bool_:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from labelwise.data import images
+from labelwise.data.band_scaling import PLAIN, PixelSpec
 from labelwise.errors import DataError, ImageError
 from labelwise.infer.engines import TTA, OnnxEngine, TorchEngine, cpu_cores
 
@@ -102,26 +103,27 @@ def _build(spec: Any) -> Any:
     return spec
 
 
-def _init_worker(spec: Any, size: int, channels: int, max_pixels: int) -> None:
+def _init_worker(spec: Any, size: int, channels: int, max_pixels: int, pixel_spec: PixelSpec) -> None:
     import torch
 
     torch.set_num_threads(1)  # one batch per core, no OpenMP barrier (see the module docstring)
-    _STATE.update(engine=_build(spec), size=size, channels=channels, max_pixels=max_pixels)
+    _STATE.update(engine=_build(spec), size=size, channels=channels, max_pixels=max_pixels, pixel_spec=pixel_spec)
 
 
 def _run_task(part: list) -> tuple[np.ndarray, dict[int, str]]:
     """Decode ``part`` (Paths or in-memory images) and return (probs of the readable ones, {index: reason})."""
     import torch
 
-    size, channels, max_pixels = _STATE["size"], _STATE["channels"], _STATE["max_pixels"]
+    size, channels, max_pixels, spec = _STATE["size"], _STATE["channels"], _STATE["max_pixels"], _STATE["pixel_spec"]
     pixels = np.zeros((len(part), channels, size, size), dtype=np.uint8)
     bad: dict[int, str] = {}
     for j, item in enumerate(part):
         try:
             if isinstance(item, Path):
-                arr = images.read_resized(item, size, channels, max_pixels=max_pixels)
+                arr = images.read_resized(item, size, channels, max_pixels=max_pixels, pixel_spec=spec)
             else:
-                arr = images.read_resized_bytes(item.data, size, channels, max_pixels=max_pixels, name=item.name)
+                arr = images.read_resized_bytes(item.data, size, channels, max_pixels=max_pixels, name=item.name,
+                                                pixel_spec=spec)
             pixels[j] = arr.transpose(2, 0, 1)
         except ImageError as e:
             bad[j] = str(e)
@@ -135,10 +137,11 @@ def _run_task(part: list) -> tuple[np.ndarray, dict[int, str]]:
 # --------------------------------------------------------------------------------------------- parent side
 def stream_probs(engine: Any, items: Sequence, image_size: int, channels: int, workers: int,
                  progress: Callable[[int], AbstractContextManager[Callable[[int], None]]],
-                 chunk: int = MAX_TASK, max_pixels: int = images.DEFAULT_MAX_PIXELS,
+                 chunk: int = MAX_TASK, max_pixels: int = images.DEFAULT_MAX_PIXELS, pixel_spec: PixelSpec = PLAIN,
                  ) -> Iterator[tuple[list, np.ndarray, dict[Any, str]]]:
     """Yield (items, probabilities of the readable ones, {bad item: reason}) per task, in input order.
 
+    ``pixel_spec``: the model's bands and band scaling (``ModelMeta.pixel_spec``), applied by every worker.
     ``progress(total)`` is entered after the workers have started (a progress bar's thread must not
     exist when the process forks) and gives ``advance(n_images)``.
     """
@@ -146,7 +149,7 @@ def stream_probs(engine: Any, items: Sequence, image_size: int, channels: int, w
     starts = iter(range(0, len(items), step))
     ctx = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(worker_engine(engine), image_size, channels, max_pixels))
+                               initargs=(worker_engine(engine), image_size, channels, max_pixels, pixel_spec))
     pending: deque[tuple[list, Future]] = deque()
 
     def submit() -> bool:

@@ -118,11 +118,11 @@ class Predictor:
         Memory stays bounded by ``chunk`` decoded images, however large the folder.
         """
         items = [as_item(x, i) for i, x in enumerate(inputs)]
-        size, chans = self.meta.image_size, self.meta.in_chans
+        size, chans, spec = self.meta.image_size, self.meta.in_chans, self.meta.pixel_spec
         n_workers = pipeline.plan_workers(len(items), workers, self.engine, size, chans, chunk)
         if n_workers:  # many images: decode + model overlapped in worker processes (labelwise.infer.pipeline)
             yield from pipeline.stream_probs(self.engine, items, size, chans, n_workers,
-                                             lambda total: _progress(progress, total), chunk)
+                                             lambda total: _progress(progress, total), chunk, pixel_spec=spec)
             return
         with _progress(progress, len(items)) as advance:
             for start in range(0, len(items), chunk):
@@ -131,13 +131,15 @@ class Predictor:
                 pixels = np.zeros((len(part), chans, size, size), dtype=np.uint8)
                 bad: dict[Any, str] = {}
                 if files:
-                    decoded, bad_files = decode_all([part[j] for j in files], size, chans, workers=workers)
+                    decoded, bad_files = decode_all([part[j] for j in files], size, chans, workers=workers,
+                                                    pixel_spec=spec)
                     pixels[files] = decoded
                     bad.update(bad_files)
                 for j, x in enumerate(part):
                     if isinstance(x, InMemory):
                         try:
-                            pixels[j] = images.read_resized_bytes(x.data, size, chans, name=x.name).transpose(2, 0, 1)
+                            pixels[j] = images.read_resized_bytes(x.data, size, chans, name=x.name,
+                                                                  pixel_spec=spec).transpose(2, 0, 1)
                         except ImageError as e:
                             bad[x] = str(e)
                 keep = np.array([x not in bad for x in part], dtype=bool)

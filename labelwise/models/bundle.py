@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from labelwise.data.band_scaling import PLAIN, PixelSpec
 from labelwise.version import __version__
 from labelwise.errors import BundleError
 from labelwise.io import atomic_write_bytes, read_json_object, write_json
@@ -59,6 +60,9 @@ class ModelMeta:
     # None = not recorded (bundles written before labelwise recorded it)
     augment: str | None = None
     vflip: bool | None = None
+    # the bands (--bands) and the per-band scaling of high-bit samples every decode for this model applies;
+    # PLAIN (all bands, x / 257) for bundles written before labelwise stored them
+    pixel_spec: PixelSpec = PLAIN
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,7 +71,8 @@ class ModelMeta:
             "labels": list(self.labels.names),
             "backbone": self.backbone,
             "input": {"channels": self.in_chans, "size": self.image_size, "range": "0-1 (the model normalises)",
-                      "mean": list(self.mean), "std": list(self.std), "resize": "squash to size x size"},
+                      "mean": list(self.mean), "std": list(self.std), "resize": "squash to size x size",
+                      **self.pixel_spec.to_dict()},
             "thresholds": [float(t) for t in self.thresholds],
             "at_least_one": self.at_least_one,
             "drop_rate": self.drop_rate,
@@ -100,7 +105,7 @@ class ModelMeta:
                        seed=int(d.get("seed", 0)), versions=d.get("versions"),
                        members=tuple(str(m) for m in d.get("members", ())), fusion=str(d.get("fusion", "early")),
                        augment=(d.get("train_augmentation") or {}).get("preset"),
-                       vflip=(d.get("train_augmentation") or {}).get("vflip"))
+                       vflip=(d.get("train_augmentation") or {}).get("vflip"), pixel_spec=PixelSpec.from_dict(inp))
         except BundleError:
             raise
         except (KeyError, TypeError, ValueError) as e:

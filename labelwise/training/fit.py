@@ -192,7 +192,7 @@ def _meta(prep: Prepared, model: torch.nn.Module, thresholds: np.ndarray, stats,
                      at_least_one=cfg.train.at_least_one, drop_rate=cfg.model.drop_rate,
                      mean=tuple(model.mean.flatten().tolist()), std=tuple(model.std.flatten().tolist()),
                      seed=cfg.train.seed, versions=library_versions(), members=members, fusion=cfg.model.fusion,
-                     augment=cfg.train.augment, vflip=cfg.train.vflip, **stats.as_meta())
+                     augment=cfg.train.augment, vflip=cfg.train.vflip, pixel_spec=prep.pixel_spec, **stats.as_meta())
 
 
 def _write_skipped(prep: Prepared, run_dir: Path) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from labelwise.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from labelwise.data.band_scaling import PLAIN, PixelSpec, format_bands, parse_bands
+from labelwise.data.band_stats import fit_pixel_spec
 from labelwise.data.cache import resolve_cache_dir
 from labelwise.data.decoded import decode_samples
 from labelwise.data.duplicates import (
@@ -19,6 +21,7 @@ from labelwise.data.duplicates import (
     fold_duplicates,
 )
 from labelwise.data.loaders import choose_input, median_side, probe_images
+from labelwise.data.splits import auto_val_split
 from labelwise.data.samples import Samples
 from labelwise.data.sources import load_samples
 from labelwise.errors import ConfigError, DataError
@@ -56,10 +59,12 @@ def _check(cfg: RunConfig) -> None:
         raise ConfigError(f"--epochs must be at least 1, got {t.epochs}")
     if t.time_limit_s is not None and not t.time_limit_s > 0:
         raise ConfigError(f"--time-limit must be positive, got {t.time_limit_s} s")
-    if t.batch_size < 1:
+    if t.batch_size is not None and t.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {t.batch_size}")
     if t.lr is not None and not t.lr >= 0:
         raise ConfigError(f"--lr must be >= 0, got {t.lr}")
+    if cfg.data.val_split is not None and not 0.0 < cfg.data.val_split < 1.0:
+        raise ConfigError(f"--val-split must be between 0 and 1 (exclusive), got {cfg.data.val_split}")
     if t.threshold is not None and not 0.0 < t.threshold < 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {t.threshold}")
     epochs = t.max_epochs
@@ -96,6 +101,7 @@ class Prepared:
     notes: list[str] = field(default_factory=list)  # what --model auto / --strategy auto picked, and why
     option_warnings: list[str] = field(default_factory=list)  # options that will not do what the user hopes
     prepare_s: float = 0.0  # listing, probing, decoding: spent out of --time-limit before training (training.budget)
+    pixel_spec: PixelSpec = PLAIN  # --bands and the band scaling the pixels were decoded with (into the bundle)
 
     @property
     def labels(self) -> LabelSpace:
@@ -121,9 +127,10 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     _check(cfg)
     _quiet_lightning()
     cfg, init_notes = resolve_init_from(cfg)  # --init-from RUN: that run's backbone and channels
-    dcfg, tcfg = cfg.data, cfg.train
+    dcfg, tcfg = _with_bands(cfg.data), cfg.train
     samples = load_data(dcfg)
     check_classes(samples, dcfg.data)
+    dcfg = replace(dcfg, val_split=auto_val_split(dcfg.val_split, len(samples)))
     labels = samples.labels
     monitor = check_monitor(monitor_key(labels, tcfg), labels.task)
     loss_name = resolve_loss(tcfg.loss, labels.task)
@@ -136,17 +143,25 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     backbone = choose_backbone(cfg.model.backbone, side, len(samples), tcfg.strategy)
     spec = get_spec(backbone.value)
     mcfg = replace(cfg.model, backbone=backbone.value)
+    tcfg = replace(tcfg, batch_size=tcfg.batch_size or spec.batch_size)
     inp = choose_input(samples, dcfg, min_size=spec.min_size, multiple=spec.size_multiple, probed=probed)
     if backbone.reason:
         notes.append(f"{backbone.reason} ({inp.size} px, {inp.channels} channel{'s' if inp.channels > 1 else ''})")
-    strategy = _choose_strategy(cfg.with_(model=mcfg, data=_resolved(dcfg, inp)), len(samples), labels, notes)
+    strategy = _choose_strategy(cfg.with_(model=mcfg, data=_resolved(dcfg, inp), train=tcfg), len(samples), labels,
+                                notes)
     min_side = min_input_side(spec.min_size, use_pretrained(mcfg), strategy, side)
     if min_side > inp.size and dcfg.image_size is None:
         inp = choose_input(samples, dcfg, min_size=min_side, multiple=spec.size_multiple, probed=probed)
         notes.append(f"{inp.size} px input: a linear probe of ImageNet features needs at least {min_side} px")
+    pixel_spec = fit_pixel_spec(samples.paths, parse_bands(dcfg.bands), max_pixels=dcfg.max_pixels,
+                                workers=dcfg.workers)
+    if pixel_spec.scaled:
+        notes.append("high-bit images: each band scaled by its 1st-99th percentiles over a sample of the training "
+                     "images (" + ", ".join(f"{lo:g}..{hi:g}" for lo, hi in zip(pixel_spec.low, pixel_spec.high))
+                     + "), not x / 257; stored in the bundle for predict and serve")
     samples, pixels = decode_samples(samples, inp.size, inp.channels, strict=dcfg.strict,
                                      max_pixels=dcfg.max_pixels, workers=dcfg.workers,
-                                     cache_dir=resolve_cache_dir(dcfg.cache))
+                                     cache_dir=resolve_cache_dir(dcfg.cache), pixel_spec=pixel_spec)
     if on_skipped and samples.skipped:
         on_skipped(samples.skipped)
     if len(samples) < 2:
@@ -162,7 +177,8 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     prep = Prepared(cfg.with_(data=resolved, model=replace(mcfg, pretrained=use_pretrained(mcfg)),
                               train=replace(tcfg, strategy=strategy, label_smoothing=smoothing, lr=lr, loss=loss_name,
                                             monitor=monitor, precision=precision, epochs=tcfg.max_epochs)),
-                    samples, pixels, monitor, loss_name, notes=notes, prepare_s=time.monotonic() - started)
+                    samples, pixels, monitor, loss_name, notes=notes, prepare_s=time.monotonic() - started,
+                    pixel_spec=pixel_spec)
     if tcfg.freeze_epochs and not use_pretrained(mcfg):
         prep.option_warnings.append(f"--freeze-epochs {tcfg.freeze_epochs} with a from-scratch backbone "
                                     f"({backbone.value}) trains the head on random features at first; it only "
@@ -273,6 +289,17 @@ def init_head_bias(model: torch.nn.Module, train_targets: np.ndarray, labels: La
     bias = np.log(freq / (1 - freq)) if labels.multilabel else np.log(freq)
     with torch.no_grad():
         model.head.bias.copy_(torch.as_tensor(bias, dtype=model.head.bias.dtype))
+
+
+def _with_bands(d: DataConfig) -> DataConfig:
+    """--bands checked and written "3,2,1"; the channel count is theirs."""
+    bands = parse_bands(d.bands)
+    if bands is None:
+        return d
+    if d.channels not in (None, len(bands)):
+        raise ConfigError(f"--bands {format_bands(bands)} gives {len(bands)} channel{'s' if len(bands) > 1 else ''}, "
+                          f"not the {d.channels} asked for (--channels or --init-from); leave --channels out")
+    return replace(d, bands=format_bands(bands), channels=len(bands))
 
 
 def _resolved(d: DataConfig, inp) -> DataConfig:

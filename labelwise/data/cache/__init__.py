@@ -11,7 +11,8 @@ Layout, one directory per decoded size::
 The key of an image is the blake2b digest of its bytes (so a copy elsewhere is a hit and an edited
 file a miss), the directory (size, channels) and the decoder: DECODER_VERSION in the path, plus the
 versions of the libraries that produce the pixels (Pillow, libjpeg, libwebp, tifffile, imagecodecs)
-in the index, so a cached row is always bit-identical to what decoding would give now. Only raw
+and the model's band choice and scaling (band_scaling.PixelSpec.key()) in the index, so a cached row
+is always bit-identical to what decoding would give now. Only raw
 bytes and SQL rows are stored: nothing is ever unpickled.
 
 Crash and concurrency safety: rows are written under the exclusive lock at the row count the index

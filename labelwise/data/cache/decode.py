@@ -43,16 +43,17 @@ class CacheReport:
 
 def decode_through_cache(paths: Sequence, size: int, channels: int, cache_dir: str | os.PathLike, *,
                          max_pixels: int, decode: DecodeFn, workers: int | None = None,
-                         progress: Callable | None = None) -> tuple[np.ndarray, dict, CacheReport]:
+                         progress: Callable | None = None, variant: str = "") -> tuple[np.ndarray, dict, CacheReport]:
     """Like decoded.decode_all, through the cache: (pixels (N, C, S, S) uint8, {bad path: reason}, report).
 
     ``decode(paths, out, rows)`` decodes paths[j] into out[rows[j]] without a cache and returns
     {bad path: reason}. ``progress(total, description)``, if given, makes a rich bar for hashing.
     The pixels are a read-only view of pixels.u8 when every image is a hit, in order (zero-copy).
+    ``variant``: what else the pixels depend on (band_scaling.PixelSpec.key(): bands, scaling); part of the key.
     """
     paths = list(paths)
     n = len(paths)
-    sd = SizeDir(Path(cache_dir), size, channels)
+    sd = SizeDir(Path(cache_dir), size, channels, variant)
     report = CacheReport(path=sd.dir, images=n)
     if fcntl is None:
         return _without_cache(paths, sd, decode, report, "no file locking on this platform: decode cache off")

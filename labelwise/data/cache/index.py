@@ -14,7 +14,6 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from labelwise.data.cache.files import PIXELS, StatKey, file_size, fsync_dir
-from labelwise.data.cache.settings import decoder_id
 
 _SQL_CHUNK = 500  # parameters per IN (...) query (old sqlite builds allow 999)
 _WRITE_CHUNK = 64 << 20  # bytes per pwrite
@@ -37,6 +36,7 @@ class Rows(Protocol):
     dir: Path
     shape: tuple[int, int, int]
     row_bytes: int
+    decoder: str  # the key every entry and failure is stored under (decoder versions and pixel spec)
 
 
 class CorruptIndex(Exception):
@@ -70,12 +70,12 @@ class Index:
 
     def entries(self, digests: list[bytes]) -> dict[bytes, tuple[int, int]]:
         rows = self._select("SELECT digest, row, max_ok FROM entries WHERE decoder = ? AND digest IN ({marks})",
-                            digests, decoder_id())
+                            digests, self.sd.decoder)
         return {bytes(d): (int(r), int(m)) for d, r, m in rows}
 
     def failures(self, digests: list[bytes], max_pixels: int) -> dict[bytes, tuple[str, int]]:
         rows = self._select("SELECT digest, reason, named FROM failures WHERE decoder = ? AND max_pixels = ? "
-                            "AND digest IN ({marks})", digests, decoder_id(), int(max_pixels))
+                            "AND digest IN ({marks})", digests, self.sd.decoder, int(max_pixels))
         return {bytes(d): (str(r), int(named)) for d, r, named in rows}
 
     def read(self, rows: np.ndarray, n: int) -> tuple[np.ndarray | None, bool]:
@@ -103,7 +103,7 @@ class Index:
         """Append rows for the decoded images (digest -> its row in ``pixels``) that the index lacks,
         fsync them, then commit the index in one transaction; return the number of rows added."""
         assert self.write
-        conn, dec, sd = self.conn, decoder_id(), self.sd
+        conn, dec, sd = self.conn, self.sd.decoder, self.sd
         if self.truncated:  # forget the rows that are gone; they are appended again when decoded
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("DELETE FROM entries WHERE row >= ?", (self.file_rows,))

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from labelwise.data.cache.files import INDEX, INDEX_FILES, PIXELS, fsync_dir, locked, unlink, why
 from labelwise.data.cache.index import SCHEMA, CorruptIndex, Index, is_corrupt, open_db, rollback
-from labelwise.data.cache.settings import CACHE_TREE
+from labelwise.data.cache.settings import CACHE_TREE, decoder_id
 
 log = logging.getLogger("labelwise")
 
@@ -17,8 +17,10 @@ log = logging.getLogger("labelwise")
 class SizeDir:
     """The decoded images of one (size, channels): where they live, their row shape and the meta its index must hold."""
 
-    def __init__(self, root: Path, size: int, channels: int):
+    def __init__(self, root: Path, size: int, channels: int, variant: str = ""):
         self.dir = root / CACHE_TREE / f"{size}x{size}x{channels}"
+        # the decoder key of the rows: library versions, plus the bands and scaling of a PixelSpec
+        self.decoder = decoder_id() + (f";{variant}" if variant else "")
         self.shape = (channels, size, size)
         self.row_bytes = channels * size * size
         self.meta = {"format": CACHE_TREE, "size": str(size), "channels": str(channels),

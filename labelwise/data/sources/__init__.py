@@ -8,8 +8,9 @@ Layouts (``data`` is a folder or a CSV file), one module each, registered in ``F
 * ``csv-onehot``   labels.csv (image,a,b,c with 0/1) + images/   -> multilabel
 * ``annotations``  annotations/<label>.txt (ids or names) + images/ -> multilabel
 
-Image names in a CSV are looked up beside the CSV, then in images/ beside it (or only in the
-``images=`` folder when given), with or without an extension. Only existence is checked here;
+Image names in a CSV are looked up beside the CSV, then in images/ beside it, then in folders named
+after the CSV (train/, train-tif/, train-jpg/ beside train.csv or Planet's train_v2.csv), or only in the
+``images=`` folder when given, with or without an extension. Only existence is checked here;
 unreadable images are found when they are decoded.
 
 Groups (``group_by=``, the CLI's ``--group-by``): images sharing a group key never cross a split.

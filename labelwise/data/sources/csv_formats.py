@@ -1,19 +1,23 @@
 """The ``csv-tags`` (image,tags "a b c") and ``csv-onehot`` (image,a,b,c with 0/1) formats -> multilabel.
 
-Image names are looked up beside the CSV, then in images/ beside it (or only in the ``images=``
-folder when given), with or without an extension.
+Image names are looked up beside the CSV, then in images/ beside it, then in folders named after the
+CSV (train-tif/ beside train_v2.csv: Planet's layout) — or only in the ``images=`` folder when given —
+with or without an extension.
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 from labelwise.data.samples import Samples
 from labelwise.data.sources.base import LoadRequest, register_format
-from labelwise.data.sources.csv_read import ImageFinder, csv_files, csv_kind, group_column, pick_csv, read_csv
+from labelwise.data.sources.csv_read import (ImageFinder, csv_files, csv_kind, default_image_dirs, group_column,
+                                             pick_csv, read_csv)
 from labelwise.errors import DataError
 from labelwise.labels import LabelSpace
 
+log = logging.getLogger("labelwise")
 AUTO_TAG_SEPARATORS = re.compile(r"[\s,;|]+")  # how multi-label exports separate tags, in practice
 
 
@@ -38,7 +42,7 @@ def load_csv_onehot(req: LoadRequest) -> tuple[Samples, list[Path]]:
 def _load(req: LoadRequest, fmt: str) -> tuple[Samples, list[Path]]:
     data = req.data
     csv_path = data if data.is_file() else pick_csv(data, csv_files(data))
-    dirs = [req.images] if req.images is not None else [csv_path.parent, csv_path.parent / "images"]
+    dirs = [req.images] if req.images is not None else default_image_dirs(csv_path)
     folders = sorted((d.resolve() for d in dirs), key=lambda d: len(d.parts), reverse=True)
     return _load_csv(csv_path, fmt, req.images, req.delimiter, origin=data, group_by=req.group_by), folders
 
@@ -53,7 +57,7 @@ def _load_csv(csv_path: Path, fmt: str, image_dir: Path | None, delimiter: str, 
     exclude = frozenset() if group_col is None else frozenset({group_col})
     kind, image_col, tag_col = csv_kind(csv_path, rows, None if fmt == "auto" else fmt, exclude)
     label_cols = [i for i in range(len(header)) if i != image_col and i not in exclude]
-    dirs = [image_dir] if image_dir is not None else [csv_path.parent, csv_path.parent / "images"]
+    dirs = [image_dir] if image_dir is not None else default_image_dirs(csv_path)
     finder = ImageFinder(dirs)
 
     paths: list[Path] = []
@@ -94,6 +98,10 @@ def _load_csv(csv_path: Path, fmt: str, image_dir: Path | None, delimiter: str, 
                         f"check the {header[image_col]!r} column or pass the image folder (images=/--images)")
     if not paths:
         raise DataError(f"{csv_path}: no data rows below the header; add one row per image")
+    holders = finder.holders(rows[1][1][image_col].strip()) if image_dir is None else []
+    if len(holders) > 1:  # Planet ships train-jpg/ and train-tif/ with the same names
+        log.warning("%s: the images are in %s (the first of %s); pass --images to train on another folder",
+                    csv_path, holders[0], ", ".join(str(h) for h in holders))
 
     if kind == "csv-tags":
         names = sorted({t for tags in tag_sets for t in tags})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 from labelwise.data.sources.base import IMAGE_EXTENSIONS, LAYOUTS, ext_rank, hidden, is_image
@@ -123,10 +124,23 @@ def pick_csv(folder: Path, csvs: list[Path]) -> Path:
         for p in csvs:
             if p.name.lower() == preferred:
                 return p
+    training = [p for p in csvs if p.name.lower().startswith("train")]  # Planet: train_v2.csv, sample_submission_v2.csv
+    if len(training) == 1:
+        return training[0]
     if not csvs:
         raise DataError(f"{folder}: no CSV file here; expected {LAYOUTS}")
     raise DataError(f"{folder}: several CSV files ({', '.join(p.name for p in csvs)}) and none is named "
                     f"{' or '.join(PREFERRED_CSVS)}; pass the CSV file itself as DATA")
+
+
+def default_image_dirs(csv_path: Path) -> list[Path]:
+    """Where a CSV's image names are looked up: beside it, in images/, then in folders named after it, e.g.
+    train/, train-jpg/, train-tif/, train-tif-v2/ beside train.csv or train_v2.csv (Planet's Kaggle layout)."""
+    parent = csv_path.parent
+    prefix = re.split(r"[-_. ]", csv_path.stem.lower())[0]
+    named = sorted(d for d in parent.iterdir() if prefix and d.is_dir() and not hidden(d.name)
+                   and (d.name.lower() == prefix or d.name.lower().startswith((prefix + "-", prefix + "_"))))
+    return [parent, parent / "images", *named]
 
 
 class ImageFinder:
@@ -135,6 +149,10 @@ class ImageFinder:
     def __init__(self, dirs: list[Path]) -> None:
         self.dirs = [d.resolve() for d in dirs]
         self._listing: dict[Path, tuple[set[str], dict[str, str]]] = {}
+
+    def holders(self, name: str) -> list[Path]:
+        """Every folder that has the image: to say which one was used when several do."""
+        return [d for d in self.dirs if ImageFinder([d]).find(name) is not None]
 
     def find(self, name: str) -> Path | None:
         name = name.replace("\\", "/")  # a CSV written on Windows
