@@ -35,6 +35,9 @@ def build_ensemble(runs: list[str | Path], out: str | Path, threshold_objective:
         if (meta.in_chans, meta.image_size) != (meta0.in_chans, meta0.image_size):
             raise BundleError(f"{run}: input {meta.in_chans}x{meta.image_size}px differs from {runs[0]}'s "
                               f"{meta0.in_chans}x{meta0.image_size}px; retrain with the same --image-size")
+        if meta.pixel_spec != meta0.pixel_spec:  # one decode feeds every member
+            raise BundleError(f"{run}: its bands / band scaling (model.json input.bands, input.scaling) differ from "
+                              f"{runs[0]}'s; ensemble runs trained with the same --bands on the same data")
     members: list[nn.Module] = []
     backbones: list[str] = []
     for model, meta in loaded:  # an ensemble of ensembles is flattened

@@ -28,6 +28,7 @@ from torch import nn
 
 from labelwise.models.classifier import model_probs
 from labelwise.data import images
+from labelwise.data.band_scaling import PLAIN, PixelSpec
 from labelwise.data.decoded import decode_all
 from labelwise.errors import ModelError
 from labelwise.io import atomic_write_bytes, write_csv
@@ -137,9 +138,10 @@ def overlay(base: Image.Image, cam: np.ndarray, alpha: float = OVERLAY_ALPHA) ->
     return Image.blend(rgb, heat, alpha)
 
 
-def base_image(path: Path, channels: int, side: int) -> Image.Image:
-    """The image as the model saw it (squashed to a square), at ``side`` px, first three bands shown."""
-    arr = images.read_resized(path, side, channels)
+def base_image(path: Path, channels: int, side: int, pixel_spec: PixelSpec = PLAIN) -> Image.Image:
+    """The image as the model saw it (squashed to a square, its bands and scaling), at ``side`` px, first three
+    bands shown."""
+    arr = images.read_resized(path, side, channels, pixel_spec=pixel_spec)
     if arr.shape[2] < 3:
         return Image.fromarray(np.ascontiguousarray(arr[:, :, 0]), "L")
     return Image.fromarray(np.ascontiguousarray(arr[:, :, :3]), "RGB")
@@ -173,7 +175,7 @@ def explain_images(run_dir: str | Path, paths: Sequence[str | Path], out_dir: st
     paths = [Path(p) for p in paths]
     for start in range(0, len(paths), chunk):
         part = paths[start:start + chunk]
-        pixels, bad = decode_all(part, meta.image_size, meta.in_chans)
+        pixels, bad = decode_all(part, meta.image_size, meta.in_chans, pixel_spec=meta.pixel_spec)
         ok = [p for p in part if p not in bad]
         results += [Explanation(p, "", float("nan"), None, bad[p]) for p in part if p in bad]
         if not ok:
@@ -192,7 +194,7 @@ def explain_images(run_dir: str | Path, paths: Sequence[str | Path], out_dir: st
         for (i, c), cam in zip(pairs, maps):
             name = _unique(f"{ok[i].stem}__{_safe(names[c])}", used) + ".png"
             if i not in bases:
-                bases[i] = base_image(ok[i], meta.in_chans, side)
+                bases[i] = base_image(ok[i], meta.in_chans, side, meta.pixel_spec)
             img = overlay(bases[i], cam)
             atomic_write_bytes(out_dir / name, _png(img))
             results.append(Explanation(ok[i], names[c], float(probs[i, c]), out_dir / name))

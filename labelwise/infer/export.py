@@ -99,8 +99,9 @@ def export_metadata(meta: ModelMeta, weights_sha256: str) -> dict[str, str]:
         "labelwise.input": json.dumps({
             "name": ONNX_INPUT, "dtype": "float32", "shape": ["batch", c, s, s], "layout": "NCHW",
             "channels": c, "size": s, "range": [0.0, 1.0],
-            "preprocess": f"decode, convert to {c} channel(s), squash-resize to {s}x{s}, divide by 255; "
-                          "the model normalises (mean/std) itself"}),
+            "preprocess": f"decode, {_bands_step(meta)}convert to {c} channel(s), squash-resize to {s}x{s}, "
+                          "divide by 255; the model normalises (mean/std) itself",
+            **meta.pixel_spec.to_dict()}),
         "labelwise.outputs": json.dumps({
             "logits": "float32 (batch, labels)",
             "probs": "float32 (batch, labels): " + ("sigmoid per label; label j is predicted when probs[:, j] >= "
@@ -108,6 +109,17 @@ def export_metadata(meta: ModelMeta, weights_sha256: str) -> dict[str, str]:
                                             "prediction is the argmax")}),
         "labelwise.version": __version__,
     }
+
+
+def _bands_step(meta: ModelMeta) -> str:
+    """The band choice and scaling (model.json input.bands / input.scaling) as a preprocessing step, if any."""
+    spec, steps = meta.pixel_spec, []
+    if spec.bands is not None:
+        steps.append(f"keep bands {list(spec.bands)} (1-based, in this order)")
+    if spec.scaled:
+        steps.append("scale each band of a high-bit image to uint8 by input.scaling (low -> 0, high -> 255, "
+                     "clipped); 8-bit images as they are")
+    return "".join(step + ", " for step in steps)
 
 
 def _stale_keys(found: dict[str, str], expected: dict[str, str]) -> list[str]:

@@ -106,7 +106,7 @@ def score_pool(predictor: Predictor, paths: list[Path], chunk: int = 256,
     model.eval()
     for start in range(0, len(paths), chunk):
         part = paths[start:start + chunk]
-        pixels, part_bad = decode_all(part, meta.image_size, meta.in_chans)
+        pixels, part_bad = decode_all(part, meta.image_size, meta.in_chans, pixel_spec=meta.pixel_spec)
         bad.update(part_bad)
         keep = np.array([p not in part_bad for p in part], dtype=bool)
         kept += [p for p, k in zip(part, keep) if k]

@@ -34,7 +34,8 @@ class Builder:
         self.labels = run.labels
         self.names = list(run.labels.names)
         self.task = run.labels.task
-        self.thumbs = Thumbnails(folder / "thumbs", f"{href}/thumbs", channels=run.meta.in_chans)
+        self.thumbs = Thumbnails(folder / "thumbs", f"{href}/thumbs", channels=run.meta.in_chans,
+                                 pixel_spec=run.meta.pixel_spec)
         self.maps = MapWriter(run, folder / "maps", f"{href}/maps", enabled=maps)
         self.tiles: list[Tile] = []
         self.samples, self.data_note = load_dataset(run, data)

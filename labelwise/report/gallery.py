@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from labelwise.data import images
+from labelwise.data.band_scaling import PLAIN, PixelSpec
 from labelwise.errors import ImageError
 
 THUMB_SIDE = 128  # px, longest side; tiny images (28 px) stay tiny and are scaled up by the browser
@@ -36,8 +37,10 @@ class Thumbnails:
     >>> thumbs.add(Path("a.jpg")); made = thumbs.write()                                     # doctest: +SKIP
     """
 
-    def __init__(self, folder: Path, href: str, channels: int, side: int = THUMB_SIDE) -> None:
+    def __init__(self, folder: Path, href: str, channels: int, side: int = THUMB_SIDE,
+                 pixel_spec: PixelSpec = PLAIN) -> None:
         self.folder, self.href, self.channels, self.side = Path(folder), href.rstrip("/"), channels, side
+        self.pixel_spec = pixel_spec  # the model's bands and band scaling: 16-bit data is not shown black
         self._paths: dict[Path, None] = {}  # insertion-ordered set
 
     def add(self, path: Path) -> None:
@@ -57,19 +60,20 @@ class Thumbnails:
     def _one(self, path: Path) -> Thumb | None:
         name = hashlib.sha1(str(path).encode("utf-8")).hexdigest()[:20] + ".jpg"
         try:
-            img = thumbnail(path, self.channels, self.side)
+            img = thumbnail(path, self.channels, self.side, self.pixel_spec)
         except (ImageError, OSError):
             return None
         img.save(self.folder / name, format="JPEG", quality=JPEG_QUALITY)
         return Thumb(f"{self.href}/{name}", img.width, img.height)
 
 
-def thumbnail(path: Path, channels: int, side: int = THUMB_SIDE) -> Image.Image:
+def thumbnail(path: Path, channels: int, side: int = THUMB_SIDE, pixel_spec: PixelSpec = PLAIN) -> Image.Image:
     """Decode ``path`` with the project's decoder to at most ``side`` px, keeping its aspect ratio."""
     info = images.probe(path)
     w, h = max(1, info.width), max(1, info.height)
     square = max(1, min(side, max(w, h)))  # never upscale
-    arr = images.read_resized(path, square, channels)  # squashed square: decoder's fast reduced decode
+    # squashed square: the decoder's fast reduced decode; the model's bands and band scaling
+    arr = images.read_resized(path, square, channels, pixel_spec=pixel_spec)
     if arr.shape[2] == 1 or arr.shape[2] == 2:
         img = Image.fromarray(np.ascontiguousarray(arr[:, :, 0]), "L")
     else:

@@ -66,14 +66,14 @@ class MapWriter:
         model, meta = load_model(self.run.run_dir)
         names = list(meta.labels.names)
         paths = list(dict.fromkeys(p for p, _ in pairs))
-        pixels, bad = decode_all(paths, meta.image_size, meta.in_chans)
+        pixels, bad = decode_all(paths, meta.image_size, meta.in_chans, pixel_spec=meta.pixel_spec)
         row = {p: i for i, p in enumerate(paths)}
         todo = [(p, c) for p, c in pairs if p not in bad]
         maps = class_activation_maps(model, pixels, [(row[p], c) for p, c in todo])
         self.folder.mkdir(parents=True, exist_ok=True)
         out: dict[tuple[Path, int], MapThumb] = {}
         for (p, c), cam in zip(todo, maps):
-            img = overlay(thumbnail(p, meta.in_chans), np.asarray(cam))
+            img = overlay(thumbnail(p, meta.in_chans, pixel_spec=meta.pixel_spec), np.asarray(cam))
             name = hashlib.sha1(f"{p}|{c}".encode()).hexdigest()[:20] + ".jpg"
             img.save(self.folder / name, format="JPEG", quality=MAP_QUALITY)
             out[(p, c)] = MapThumb(f"{self.href}/{name}", img.width, img.height, label=names[c])

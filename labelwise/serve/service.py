@@ -131,7 +131,7 @@ class Service:
     def decode(self, up: _Upload) -> np.ndarray:
         """Bytes -> (C, S, S) uint8 as the model wants it. The header's pixel count is checked first."""
         meta = self.predictor.meta
-        arr = images.read_resized_bytes(up.data, meta.image_size, meta.in_chans,
+        arr = images.read_resized_bytes(up.data, meta.image_size, meta.in_chans, pixel_spec=meta.pixel_spec,
                                         max_pixels=self.limits.max_pixels, name=up.name)
         return arr.transpose(2, 0, 1)
 

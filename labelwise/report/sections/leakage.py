@@ -34,7 +34,7 @@ def leakage_section(b: Builder) -> dict[str, Any]:
     if not train or not val:
         out["note"] = "Not checked: no training or no validation images found on disk."
         return out
-    fp, bad = fingerprint_paths(val + train, b.run.meta.in_chans, workers=b.workers)
+    fp, bad = fingerprint_paths(val + train, b.run.meta.in_chans, workers=b.workers, pixel_spec=b.run.meta.pixel_spec)
     pairs = cross_split_duplicates(fp.take(range(len(val), len(fp))), fp.take(range(len(val))))
     val_rows = {p: i for i, p in enumerate(v.paths)}
     train_rows = {p: i for i, p in enumerate(s.paths)}

@@ -191,11 +191,12 @@ def class_activation_png(session: ReviewSession, path, label: str) -> bytes | No
     if model is None:
         return None
     try:
-        pixels, bad = decode_all([path], meta.image_size, meta.in_chans)
+        pixels, bad = decode_all([path], meta.image_size, meta.in_chans, pixel_spec=meta.pixel_spec)
         if bad:
             return None
         cam = explain.class_activation_maps(model, pixels, [(0, session.labels.index(label))])[0]
-        img = explain.overlay(explain.base_image(path, meta.in_chans, max(meta.image_size, explain.MIN_OVERLAY_SIDE)), cam)
+        side = max(meta.image_size, explain.MIN_OVERLAY_SIDE)
+        img = explain.overlay(explain.base_image(path, meta.in_chans, side, meta.pixel_spec), cam)
     except (LabelwiseError, AttributeError, NotImplementedError, RuntimeError, ValueError):
         return None
     buf = io.BytesIO()

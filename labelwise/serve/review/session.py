@@ -141,7 +141,8 @@ class ReviewSession:
         train = [it for it in self.items.values() if it.split == "train"]
         if not val or not train:
             return []
-        fp, _ = fingerprint_paths([it.path for it in val + train], self.run.meta.in_chans)
+        fp, _ = fingerprint_paths([it.path for it in val + train], self.run.meta.in_chans,
+                                  pixel_spec=self.run.meta.pixel_spec)
         pairs = cross_split_duplicates(fp.take(range(len(val), len(fp))), fp.take(range(len(val))))
         return [{"id": val[d.val].key, "other": train[d.train].key,
                  "why": f"similarity {d.similarity:.3f} to training image {train[d.train].key}"
