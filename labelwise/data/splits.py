@@ -23,6 +23,19 @@ from labelwise.errors import ConfigError, DataError
 Split = tuple[np.ndarray, np.ndarray]  # (train indices, validation indices), sorted int64
 
 
+AUTO_VAL_FRACTION = 0.2
+AUTO_VAL_MAX = 5000  # images: beyond this, a larger validation set tells little more (±0.6 point at 94% accuracy)
+
+
+def auto_val_split(given: float | None, n_images: int) -> float:
+    """--val-split as given; unset: 0.2 of the images, but at most AUTO_VAL_MAX of them."""
+    if given is not None:
+        return given
+    if n_images * AUTO_VAL_FRACTION <= AUTO_VAL_MAX:
+        return AUTO_VAL_FRACTION
+    return round(AUTO_VAL_MAX / n_images, 6)
+
+
 def train_val_split(samples: Samples, val_fraction: float, seed: int) -> Split:
     """Indices (train, val), sorted. The same seed gives the same split.
 

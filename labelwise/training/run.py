@@ -46,7 +46,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
             if cfg.train.folds > 1:
                 return train_folds(prep, resume=resume, progress=progress, on_warning=on_warning)
             run_dir = Path(cfg.out)
-            train_idx, val_idx = train_val_split(prep.samples, cfg.data.val_split, cfg.train.seed)
+            train_idx, val_idx = train_val_split(prep.samples, prep.cfg.data.val_split, cfg.train.seed)
             check_duplicates(prep, [(train_idx, val_idx)], on_warning)
             fitted = fit(prep, train_idx, val_idx, run_dir, resume=resume, progress=progress)
             if fitted is None:
