@@ -45,6 +45,12 @@ def evaluate(
 
         write_card(run)
     _print_skipped([(Path(s["path"]), s["reason"]) for s in result["skipped_images"]])
+    from rich.markup import escape
+
+    from labelwise.report.sections.run import interrupted_line
+
+    if line := interrupted_line(run):  # the scores are those of an unfinished run's best-so-far model
+        console.print("[bold yellow]interrupted:[/] " + escape(line), highlight=False)
     if as_json:
         import json
 

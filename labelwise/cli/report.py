@@ -31,4 +31,10 @@ def report_command(
     if data is not None and not data.exists():
         raise DataError(f"--data {data}: no such file or folder; pass the dataset the run was trained on")
     path = build_report(run, data=data, out=out)
+    from rich.markup import escape
+
+    from labelwise.report.sections.run import interrupted_line
+
+    if line := interrupted_line(run):  # the page's banner, said on the terminal too
+        Console(stderr=True).print("[bold yellow]interrupted:[/] " + escape(line), highlight=False)
     Console().print(f"report: [bold]{path}[/]")

@@ -30,7 +30,7 @@ from labelwise.report.sections.curves import curves_section
 from labelwise.report.sections.data import data_section
 from labelwise.report.sections.galleries import gallery_section, issues_section
 from labelwise.report.sections.leakage import leakage_section
-from labelwise.report.sections.run import run_section
+from labelwise.report.sections.run import interrupted_banner, run_section
 from labelwise.report.sections.scores import per_class_rows, scores_section
 from labelwise.report.sections.training import training_section
 
@@ -102,6 +102,7 @@ def context(b: Builder) -> dict[str, Any]:
         "backbone": run.meta.backbone,
         "versions_labelwise": (run.meta.versions or {}).get("labelwise", ""),
     }
+    ctx["interrupted"] = interrupted_banner(m, run.config, run.run_dir.resolve())
     ctx["verdict"] = verdict(_with_monitor(m, b.task))
     ctx["test_verdict"] = verdict(_with_monitor(run.evaluation, b.task)) if run.evaluation else None
     ctx["run"] = run_section(b)
@@ -122,7 +123,10 @@ def context(b: Builder) -> dict[str, Any]:
     ctx["warnings"] = list(m.get("warnings") or []) + findings
     if findings and ctx["verdict"].level == "good":  # the report's own findings count as warnings too
         ctx["verdict"].level, ctx["verdict"].title = "warn", WARN_TITLE
-    ctx["notes"] = list(m.get("notes") or []) + list((m.get("run") or {}).get("choices") or [])
+    notes = list(m.get("notes") or [])
+    if ctx["interrupted"]:  # the banner says it at the top; training's own note would only repeat it
+        notes = [n for n in notes if not str(n).startswith("Training was stopped by")]
+    ctx["notes"] = notes + list((m.get("run") or {}).get("choices") or [])
     ctx["glance"] = b.glance(ctx)
     return ctx
 

@@ -341,3 +341,39 @@ def test_verdict_uses_the_interval_not_the_point():
     unsure = verdict(base | {"margin_interval": {"metric": "map", "baseline": "label_frequency", "margin": 0.10,
                                                  "interval": [-0.01, 0.2]}})
     assert unsure.level == "bad" and "could be chance" in unsure.detail
+
+
+@needs_fashion
+def test_an_interrupted_run_says_so_at_the_top(mc_run, tmp_path):
+    """A bundle written after Ctrl-C / SIGTERM (metrics.json run.interrupted) gets a banner above the verdict, and
+    `labelwise report` / `labelwise evaluate` say it on the terminal; a finished run gets neither."""
+    from labelwise.cli import app as cli
+
+    assert 'class="banner' not in mc_run["html"].read_text(encoding="utf-8")
+    run = tmp_path / "stopped"
+    shutil.copytree(mc_run["run"], run, ignore=shutil.ignore_patterns("checkpoints", "report*"))
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    metrics["run"].update(interrupted=True, epochs=1, best_checkpoint_epoch=1)
+    metrics["notes"] = list(metrics.get("notes") or []) + [  # as labelwise/training/fit.py writes it
+        "Training was stopped by SIGINT after 1 of 2 epochs; this bundle holds the best checkpoint so far (epoch 1). "
+        "`labelwise train ... --resume` continues the run."]
+    (run / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    summary = _section(build_report(run).read_text(encoding="utf-8"), "summary")
+    assert 'class="banner interrupted"' in summary
+    assert summary.index('class="banner interrupted"') < summary.index('class="verdict')  # first thing on the page
+    assert "This run was interrupted at epoch 1 of 2; the model is the best so far (epoch 1)" in summary
+    assert f"<code>labelwise train --config {run.resolve() / 'config.yaml'} --resume</code> continues it" in summary
+    assert "Training was stopped by" not in summary  # said once, by the banner
+
+    said = CliRunner().invoke(cli, ["report", str(run)])
+    assert said.exit_code == 0, said.output
+    flat = "".join(said.output.split())  # the terminal wraps lines anywhere, paths included
+    assert "".join("interrupted: This run was interrupted at epoch 1 of 2".split()) in flat
+    assert "".join(f"labelwise train --config {run / 'config.yaml'} --resume".split()) in flat
+    scored = CliRunner().invoke(cli, ["evaluate", str(run), str(mc_run["data"]), "--out", str(tmp_path / "e.json")])
+    assert scored.exit_code == 0, scored.output
+    assert "".join("interrupted: This run was interrupted at epoch 1 of 2".split()) in "".join(scored.output.split())
+    finished = CliRunner().invoke(cli, ["evaluate", str(mc_run["run"]), str(mc_run["data"]),
+                                        "--out", str(tmp_path / "f.json")])
+    assert finished.exit_code == 0, finished.output
+    assert "Thisrunwasinterrupted" not in "".join(finished.output.split())

@@ -3,9 +3,10 @@ from the run's config.yaml (resolved values: `auto` and unset options as trainin
 shown in the order and with the help of the one option schema (labelwise/config.py)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labelwise.config import SECTIONS, flag_of
+from labelwise.config import SECTIONS, TrainConfig, flag_of
 from labelwise.report.analysis import readable
 from labelwise.report.format import duration, split_counts
 
@@ -80,3 +81,45 @@ def _epochs(r: dict[str, Any], metrics: dict[str, Any]) -> str:
     if r.get("best_checkpoint_epoch"):
         text += f" · best checkpoint: epoch {r['best_checkpoint_epoch']} (by {readable(metrics.get('monitor', ''))})"
     return text
+
+
+def interrupted_banner(metrics: dict[str, Any], config: dict[str, Any], run_dir: Path) -> dict[str, str] | None:
+    """For a run stopped by Ctrl-C / SIGTERM (metrics.json: run.interrupted, see labelwise/training/interrupt.py):
+    ``text`` (where it stopped, which model the bundle holds) and ``command`` (how to continue it), joined in
+    ``line``; None for a run that finished."""
+    r = metrics.get("run") or {}
+    if not r.get("interrupted"):
+        return None
+    planned = _planned_epochs(config.get("train") or {})
+    at = f"epoch {r.get('epochs', '?')}" + (f" of {planned}" if planned else "")
+    best = r.get("best_checkpoint_epoch")
+    text = (f"This run was interrupted at {at}; the model is the best so far" + (f" (epoch {best})" if best else "")
+            + ", and every score here is that model's.")
+    command = f"labelwise train --config {Path(run_dir) / 'config.yaml'} --resume"
+    return {"text": text, "command": command, "line": f"{text} `{command}` continues it."}
+
+
+def interrupted_line(run_dir: str | Path) -> str | None:
+    """The banner as one line for a terminal (``labelwise evaluate`` / ``report``), read from RUN's metrics.json and
+    config.yaml; None for a run that finished, or whose files cannot be read (the command itself says why)."""
+    from labelwise.errors import BundleError
+    from labelwise.report.rundata import _read_json, _read_yaml
+
+    run_dir = Path(run_dir)
+    try:
+        banner = interrupted_banner(_read_json(run_dir / "metrics.json", required=False) or {},
+                                    _read_yaml(run_dir / "config.yaml"), run_dir)
+    except BundleError:
+        return None
+    return banner["line"] if banner else None
+
+
+def _planned_epochs(train: dict[str, Any]) -> int | None:
+    """The epochs the run was set to train (--epochs, or the default the schema gives), from config.yaml."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(TrainConfig)}
+    try:
+        return int(TrainConfig(**{k: v for k, v in train.items() if k in known}).max_epochs)
+    except (TypeError, ValueError):
+        return None
