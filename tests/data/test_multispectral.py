@@ -166,7 +166,8 @@ def test_bands_option_sets_the_channels_and_names_itself(tiles, tmp_path):
 def trained(tiles, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("trained") / "run"
     result = runner.invoke(app, ["train", str(tiles), "--out", str(run), "--model", "cnn-small", "--epochs", "6",
-                                 "--cache", "off", "--seed", "0", "--quiet"], catch_exceptions=False)
+                                 "--batch-size", "32", "--cache", "off", "--seed", "0", "--quiet"],
+                           catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return run
 
