@@ -12,6 +12,7 @@ def models_cmd() -> None:
 
     for name in list_backbones():
         spec = get_spec(name)
-        out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  {spec.description}")
+        out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  batch size: {spec.batch_size}"
+                  f"{'  bf16 on CPUs with bf16 units' if spec.cpu_bf16 else ''}  {spec.description}")
 
 
