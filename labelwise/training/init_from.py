@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from labelwise.config import RunConfig
+from labelwise.data.band_scaling import format_bands, parse_bands
 from labelwise.errors import ConfigError
 from labelwise.labels import LabelSpace
 from labelwise.models.bundle import ModelMeta, read_meta, read_weights
@@ -30,9 +31,10 @@ def _meta_of(run: str) -> ModelMeta:
 
 
 def resolve_init_from(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
-    """With --init-from RUN: the run's backbone, fusion and channels where the new run left them to choose
-    (auto / unset), fine-tuning (a linear probe would throw the weights away); a conflicting explicit choice is a
-    ConfigError. Returns the config (init_from made absolute) and notes for the run record."""
+    """With --init-from RUN: the run's backbone, fusion, channels and bands (--bands) where the new run left them
+    to choose (auto / unset), fine-tuning (a linear probe would throw the weights away); a conflicting explicit
+    choice is a ConfigError. Other --bands of the same count are allowed (the weights fit), with a note. Returns
+    the config (init_from made absolute) and notes for the run record."""
     run = cfg.model.init_from
     if not run:
         return cfg, []
@@ -46,16 +48,38 @@ def resolve_init_from(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
     if dcfg.channels not in (None, meta.in_chans):
         raise ConfigError(f"--init-from {run}: that run's model takes {meta.in_chans} channels, not --channels "
                           f"{dcfg.channels}")
+    bands, band_note = _bands(run, meta, parse_bands(dcfg.bands))
     if tcfg.strategy == "linear-probe":
         raise ConfigError(f"--init-from {run} with --strategy linear-probe: a linear probe uses the ImageNet "
                           "backbone and would ignore the run's weights; use --strategy finetune")
     notes = [f"--init-from {run}: backbone {meta.backbone} ({meta.in_chans} channels) starts from that run's "
-             "weights and is fine-tuned"]
+             "weights and is fine-tuned"] + ([band_note] if band_note else [])
     cfg = cfg.with_(model=replace(mcfg, backbone=meta.backbone, fusion=meta.fusion,
                                   init_from=str(Path(run).resolve())),
-                    data=replace(dcfg, channels=meta.in_chans),
+                    data=replace(dcfg, channels=meta.in_chans, bands=format_bands(bands)),
                     train=replace(tcfg, strategy="finetune"))
     return cfg, notes
+
+
+def _bands(run: str, meta: ModelMeta, asked: tuple[int, ...] | None) -> tuple[tuple[int, ...] | None, str | None]:
+    """The bands the new run sees: --bands as given (if their count fits the run's weights), else the run's."""
+    had = meta.pixel_spec.bands
+    if asked is None:
+        if had is None:
+            return None, None
+        return had, (f"--init-from {run}: --bands {format_bands(had)} as in that run (its model takes these "
+                     f"{len(had)} band{'s' if len(had) != 1 else ''}); pass --bands to choose others")
+    if len(asked) != meta.in_chans:
+        was = (f"--bands {format_bands(had)}" if had is not None else
+               "every band of its images, --bands not given")
+        raise ConfigError(f"--init-from {run}: that run's model takes {meta.in_chans} channel"
+                          f"{'s' if meta.in_chans != 1 else ''} ({was}), not the {len(asked)} of --bands "
+                          f"{format_bands(asked)}; leave --bands out to use that run's, or give {meta.in_chans} bands")
+    if asked != had:
+        was = f"--bands {format_bands(had)}" if had is not None else "every band"
+        return asked, (f"--init-from {run}: that run saw {was}; this one sees --bands {format_bands(asked)} "
+                       f"(same count, so the weights fit, but each channel's meaning may differ)")
+    return asked, None
 
 
 def labels_match(new: LabelSpace, old: LabelSpace) -> bool:

@@ -13,7 +13,7 @@ from labelwise.cli import app
 from labelwise.data.demo import build_multiclass, fashion_available
 from labelwise.errors import ConfigError
 from labelwise.labels import LabelSpace
-from labelwise.models.bundle import ModelMeta, read_weights, save_model
+from labelwise.models.bundle import ModelMeta, read_meta, read_weights, save_model
 from labelwise.models.classifier import Classifier
 from labelwise.training.init_from import load_init_weights
 
@@ -117,3 +117,70 @@ def test_ensemble_runs_are_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="ensemble"):
         resolve_init_from(make_config("d", "o", init_from=str(tmp_path / "a")))
+
+
+# ----------------------------------------------------------------------------------------- --bands carried over
+
+
+def _four_band_tiles(root, n_per_class=24, side=12):
+    """bare/ and vegetation/ of 4-band uint16 TIFFs around 3000 DN (band 4 +40 DN for vegetation)."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    for label, plus in (("bare", 0), ("vegetation", 40)):
+        (root / label).mkdir(parents=True)
+        for i in range(n_per_class):
+            tile = np.array([3000, 3050, 3100, 2980 + plus]) + rng.integers(-20, 21, size=(side, side, 4))
+            tifffile.imwrite(root / label / f"{i}.tif", tile.astype(np.uint16), photometric="minisblack")
+    return root
+
+
+def _rgb_bundle(run, bands=(3, 2, 1)):
+    """A cnn-small bundle over bare/vegetation that saw ``bands`` of 4-band 16-bit tiles."""
+    from labelwise.data.band_scaling import PixelSpec
+
+    torch.manual_seed(3)
+    model = Classifier("cnn-small", 2, in_chans=len(bands))
+    spec = PixelSpec(bands=bands, low=(2990.0,) * len(bands), high=(3110.0,) * len(bands))
+    save_model(run, model, ModelMeta(labels=LabelSpace(("bare", "vegetation"), "multiclass"), backbone="cnn-small",
+                                     in_chans=len(bands), image_size=12, thresholds=(0.5, 0.5), pixel_spec=spec))
+    return run
+
+
+def test_the_earlier_runs_bands_come_along_unless_other_bands_of_the_same_count_are_given(tmp_path):
+    from labelwise.config import make_config
+    from labelwise.training.init_from import resolve_init_from
+
+    first = str(_rgb_bundle(tmp_path / "rgb"))
+    cfg, notes = resolve_init_from(make_config("d", "o", init_from=first))
+    assert cfg.data.bands == "3,2,1" and cfg.data.channels == 3
+    assert any("--bands 3,2,1 as in that run" in n for n in notes)
+    cfg, notes = resolve_init_from(make_config("d", "o", init_from=first, bands="4,3,2"))  # 3 bands: weights fit
+    assert cfg.data.bands == "4,3,2" and any("that run saw --bands 3,2,1; this one sees --bands 4,3,2" in n
+                                             for n in notes)
+    cfg, notes = resolve_init_from(make_config("d", "o", init_from=first, bands="3, 2,1"))
+    assert cfg.data.bands == "3,2,1" and len(notes) == 1  # the same bands: nothing to add
+    with pytest.raises(ConfigError, match=r"takes 3 channels \(--bands 3,2,1\), not the 4 of --bands 4,3,2,1"):
+        resolve_init_from(make_config("d", "o", init_from=first, bands="4,3,2,1"))
+    _toy_bundle(tmp_path / "gray")  # 1 channel, every band: --bands of 2 cannot start from it
+    with pytest.raises(ConfigError, match=r"takes 1 channel \(every band .*\), not the 2 of --bands 1,2"):
+        resolve_init_from(make_config("d", "o", init_from=str(tmp_path / "gray"), bands="1,2"))
+
+
+def test_cli_a_bands_run_carries_its_bands_to_the_next_round(tmp_path):
+    tiles = _four_band_tiles(tmp_path / "tiles")
+    first = _rgb_bundle(tmp_path / "rgb")
+    res = CliRunner().invoke(app, ["train", str(tiles), "--out", str(tmp_path / "r"), "--init-from", str(first),
+                                   "--epochs", "1", "--batch-size", "32", "--cache", "off", "--quiet",
+                                   "--no-report"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert meta["input"]["bands"] == [3, 2, 1] and meta["input"]["channels"] == 3
+    assert len(meta["input"]["scaling"]["low"]) == 3  # the new run's statistics, over the chosen bands
+    run = json.loads((tmp_path / "r" / "metrics.json").read_text())["run"]
+    assert run["init_from"]["head"] is True and any("--bands 3,2,1 as in that run" in c for c in run["choices"])
+    assert read_meta(tmp_path / "r").pixel_spec.bands == (3, 2, 1)
+    res = CliRunner().invoke(app, ["train", str(tiles), "--out", str(tmp_path / "x"), "--init-from", str(first),
+                                   "--bands", "1,2,3,4", "--quiet"])
+    assert isinstance(res.exception, ConfigError) and "--bands 3,2,1" in str(res.exception)
