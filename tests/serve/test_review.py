@@ -298,3 +298,32 @@ def test_export_folder_data_and_cli(tmp_path):
     # a user mistake is one line and exit code 2
     res = CliRunner().invoke(cli_app, ["review", str(run), "--export", str(tmp_path / "x.txt")])
     assert res.exit_code != 0
+
+
+def test_sixteen_bit_images_are_shown_with_the_models_bands_and_scaling(tmp_path):
+    """4-band 16-bit tiles around 3000 DN are grey level 12 after x / 257; the served PNG uses the run's
+    --bands 4,3,2 and per-band percentile scaling, so band 4 (the signal) comes first and spans the range."""
+    import io
+
+    from PIL import Image
+    from satellite import write_tiles
+
+    from labelwise.data.images import read_image
+
+    tiles = write_tiles(tmp_path / "tiles")
+    run = tmp_path / "run"
+    labelwise.train(tiles, out=run, epochs=1, backbone="cnn-small", pretrained=False, progress=False, batch_size=32,
+                    cache="off", bands="4,3,2", seed=0)
+    s = ReviewSession(run, find_duplicates=False)
+    c = _client(s)
+    shown = {}
+    for label in ("bare", "vegetation"):
+        key = next(k for k, it in s.items.items() if it.path.parent.name == label)
+        r = c.get("/api/image", params={"id": key}, headers=H)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        shown[label] = np.asarray(Image.open(io.BytesIO(r.content))).astype(float)
+        assert shown[label].shape == (12, 12, 3)
+        np.testing.assert_array_equal(shown[label], read_image(s.items[key].path, pixel_spec=s.run.meta.pixel_spec))
+        assert read_image(s.items[key].path).max() <= 13  # what the plain decode (x / 257) would have shown
+    assert shown["bare"].mean() > 40 and shown["vegetation"].mean() > 40
+    assert shown["vegetation"][..., 0].mean() > shown["bare"][..., 0].mean() + 60  # band 4 first, its 40 DN visible

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 import yaml
+from satellite import write_tiles
 from typer.testing import CliRunner
 
 import labelwise
@@ -122,20 +123,6 @@ def test_ensemble_runs_are_refused(tmp_path):
 # ----------------------------------------------------------------------------------------- --bands carried over
 
 
-def _four_band_tiles(root, n_per_class=24, side=12):
-    """bare/ and vegetation/ of 4-band uint16 TIFFs around 3000 DN (band 4 +40 DN for vegetation)."""
-    import numpy as np
-    import tifffile
-
-    rng = np.random.default_rng(0)
-    for label, plus in (("bare", 0), ("vegetation", 40)):
-        (root / label).mkdir(parents=True)
-        for i in range(n_per_class):
-            tile = np.array([3000, 3050, 3100, 2980 + plus]) + rng.integers(-20, 21, size=(side, side, 4))
-            tifffile.imwrite(root / label / f"{i}.tif", tile.astype(np.uint16), photometric="minisblack")
-    return root
-
-
 def _rgb_bundle(run, bands=(3, 2, 1)):
     """A cnn-small bundle over bare/vegetation that saw ``bands`` of 4-band 16-bit tiles."""
     from labelwise.data.band_scaling import PixelSpec
@@ -169,7 +156,7 @@ def test_the_earlier_runs_bands_come_along_unless_other_bands_of_the_same_count_
 
 
 def test_cli_a_bands_run_carries_its_bands_to_the_next_round(tmp_path):
-    tiles = _four_band_tiles(tmp_path / "tiles")
+    tiles = write_tiles(tmp_path / "tiles")
     first = _rgb_bundle(tmp_path / "rgb")
     res = CliRunner().invoke(app, ["train", str(tiles), "--out", str(tmp_path / "r"), "--init-from", str(first),
                                    "--epochs", "1", "--batch-size", "32", "--cache", "off", "--quiet",

@@ -3,7 +3,8 @@
     GET  /                    the page (static/review.html; no data in it)
     GET  /api/overview        labels, task, thresholds, the queues and each item's state
     GET  /api/item?id=KEY     one image: given labels, probabilities, suggestion, decision
-    GET  /api/image?id=KEY    the image file (only images of the data or the to-label list)
+    GET  /api/image?id=KEY    the image file (only images of the data or the to-label list); as PNG, decoded with
+                              the model's bands and band scaling, for TIFFs and for such models
     GET  /api/cam?id=KEY&label=NAME   class-activation map as PNG; 404 when not available
     POST /api/decision        {"image": KEY, "action": accept|edit|exclude|correct|reset, "labels": [...]}
     POST /api/export          writes RUN/review/labels_reviewed.csv (+ .summary.json), returns the summary
@@ -31,6 +32,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from labelwise.data.band_scaling import PLAIN, PixelSpec
 from labelwise.data.decoded import decode_all
 from labelwise.data.images import read_image
 from labelwise.errors import LabelwiseError
@@ -115,10 +117,13 @@ def create_review_app(session: ReviewSession, token: str) -> FastAPI:
         it = session.item(id)
         if not it.path.is_file():
             raise ReviewInputError(f"{it.key}: the file is gone from {it.path.parent}", 404)
+        spec = session.run.meta.pixel_spec
         kind = WEB_IMAGES.get(it.path.suffix.lower())
-        if kind:
+        if kind and spec == PLAIN:
             return FileResponse(it.path, media_type=kind)
-        return Response(_as_png(it.path), media_type="image/png")  # TIFF and friends: browsers cannot show them
+        # TIFF and friends (browsers cannot show them), or a model with --bands / band scaling (a 16-bit PNG shown
+        # as is would be near-black): the picture as the model sees it
+        return Response(_as_png(it.path, spec), media_type="image/png")
 
     @app.get("/api/cam")
     def cam(id: str = "", label: str = "") -> Response:  # noqa: A002
@@ -164,18 +169,16 @@ async def _json_body(request: Request, allow_empty: bool = False) -> Any:
         raise ReviewInputError(f"the body is not valid JSON ({e})", 400) from None
 
 
-def _as_png(path) -> bytes:
+def _as_png(path, pixel_spec: PixelSpec = PLAIN) -> bytes:
+    """The image decoded as the model sees it (its bands and band scaling: a 16-bit band spans 0-255, not the
+    few grey levels x / 257 leaves), the first three channels shown."""
     try:
-        arr = read_image(path)
+        arr = read_image(path, pixel_spec=pixel_spec)
     except LabelwiseError as e:
         raise ReviewInputError(f"cannot show {path.name}: {e}", 422) from None
     arr = arr[..., :3] if arr.ndim == 3 and arr.shape[2] >= 3 else (arr[..., 0] if arr.ndim == 3 else arr)
-    if arr.dtype != np.uint8:  # 16-bit or float TIFF: stretch to 0-255 for display only
-        a = arr.astype(np.float64)
-        lo, hi = np.nanpercentile(a, 1), np.nanpercentile(a, 99)
-        arr = np.clip((a - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
     return buf.getvalue()
 
 
