@@ -83,12 +83,14 @@ class TrainConfig:
                              f"{TIME_LIMITED_MAX_EPOCHS}).", panel="Training")
     batch_size: int | None = opt(None, "Images per step (default: the backbone's, 256 for cnn-small, else 64; see "
                                  "`labelwise models`).", panel="Training")
-    lr: float | None = opt(None, "Peak learning rate, reached after warm-up (default: the optimizer's, see "
-                           "--optimizer).", panel="Training")
-    optimizer: str = opt("adamw", "Optimizer.", panel="Training", choices="optimizer")
+    lr: float | None = opt(None, "Peak learning rate, reached after warm-up (default: the backbone's recipe, 0.2 for "
+                           "cnn-small with sgd; else the optimizer's, see --optimizer).", panel="Training")
+    optimizer: str = opt("auto", "Optimizer (auto = the backbone's: sgd for cnn-small, adamw otherwise; see "
+                         "`labelwise models`).", panel="Training", choices="optimizer")
     momentum: float = opt(0.9, "sgd / rmsprop momentum.", panel="Training")
     nesterov: bool = opt(True, "sgd: Nesterov momentum.", panel="Training")
-    weight_decay: float = opt(0.01, "Weight decay (never on norms and biases).", panel="Training")
+    weight_decay: float | None = opt(None, "Weight decay, never on norms and biases (default: the optimizer's: sgd "
+                                     "5e-4, the others 0.01).", panel="Training")
     scheduler: str = opt("cosine", "Learning-rate schedule.", panel="Training", choices="scheduler")
     step_size: int = opt(10, "step: epochs between decays; plateau: patience in epochs.", panel="Training")
     gamma: float = opt(0.1, "LR decay factor for step / plateau.", panel="Training")

@@ -12,7 +12,8 @@ def models_cmd() -> None:
 
     for name in list_backbones():
         spec = get_spec(name)
-        out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  batch size: {spec.batch_size}"
+        out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  batch size: {spec.batch_size}  optimizer: {spec.optimizer}"
+                  f"{f' lr {spec.lr:g}' if spec.lr else ''}"
                   f"{'  bf16 on CPUs with bf16 units' if spec.cpu_bf16 else ''}  {spec.description}")
 
 

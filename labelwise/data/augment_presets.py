@@ -11,7 +11,8 @@ AUGMENT_PRESETS: Registry[str] = Registry("augmentation preset", option="--augme
 for _name, _help in (
     ("none", "no augmentation"),
     ("light", "random horizontal flip"),
-    ("default", "horizontal flip + random shift of up to 1/8 of the side (reflect padding)"),
+    ("default", "horizontal flip + random shift of up to 1/8 of the side, 1/16 for images of 32 px or less "
+                "(reflect padding)"),
     ("strong", "flip + random resized crop (scale 0.35-1) + rotation (±15°) + shift + brightness/contrast "
                "jitter + random erasing"),
     ("trivial", "flip + TrivialAugmentWide (one random op of random strength per group of 8 images; "

@@ -38,7 +38,7 @@ from labelwise.training.auto import (
 from labelwise.training.init_from import resolve_init_from
 from labelwise.training.lightning import monitor_key
 from labelwise.training.losses import resolve_loss
-from labelwise.training.optim import default_lr
+from labelwise.training.optim import resolve_recipe
 from labelwise.training.options import check_options
 from labelwise.training.precision import choose_precision
 
@@ -173,9 +173,9 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
         smoothing = DEFAULT_LABEL_SMOOTHING if loss_name == "ce" else 0.0
     precision = _choose_precision(tcfg, mcfg, strategy, notes)
     # every `auto` / unset choice resolved here, once: later stages and config.yaml read these values
-    lr = tcfg.lr if tcfg.lr is not None else default_lr(tcfg.optimizer)
+    tcfg = resolve_recipe(tcfg, spec.optimizer, spec.lr)  # --optimizer auto, --lr and --weight-decay unset
     prep = Prepared(cfg.with_(data=resolved, model=replace(mcfg, pretrained=use_pretrained(mcfg)),
-                              train=replace(tcfg, strategy=strategy, label_smoothing=smoothing, lr=lr, loss=loss_name,
+                              train=replace(tcfg, strategy=strategy, label_smoothing=smoothing, loss=loss_name,
                                             monitor=monitor, precision=precision, epochs=tcfg.max_epochs)),
                     samples, pixels, monitor, loss_name, notes=notes, prepare_s=time.monotonic() - started,
                     pixel_spec=pixel_spec)

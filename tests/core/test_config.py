@@ -2,7 +2,7 @@
 import json
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 from builders import shades
@@ -122,6 +122,22 @@ def test_adadelta_defaults_to_its_usual_learning_rate(tmp_path):
     assert default_lr("adadelta") == 1.0 and default_lr("adamw") == 2e-3
 
 
+def test_the_backbone_recipe_fills_only_what_the_user_left_unset():
+    from labelwise.training.optim import resolve_recipe
+
+    auto = TrainConfig()
+    assert (auto.optimizer, auto.lr, auto.weight_decay) == ("auto", None, None)
+    r = resolve_recipe(auto, "sgd", 0.2)
+    assert (r.optimizer, r.lr, r.weight_decay) == ("sgd", 0.2, 5e-4)
+    # another optimizer than the recipe's: that optimizer's own defaults, not the recipe's lr
+    r = resolve_recipe(replace(auto, optimizer="adamw"), "sgd", 0.2)
+    assert (r.optimizer, r.lr, r.weight_decay) == ("adamw", 2e-3, 0.01)
+    r = resolve_recipe(replace(auto, lr=0.05, weight_decay=0.0), "sgd", 0.2)  # given values always win
+    assert (r.optimizer, r.lr, r.weight_decay) == ("sgd", 0.05, 0.0)
+    r = resolve_recipe(auto, "adamw", None)
+    assert (r.optimizer, r.lr, r.weight_decay) == ("adamw", 2e-3, 0.01)
+
+
 def test_retraining_from_a_runs_own_config_reproduces_its_metrics(tmp_path):
     """The run's config.yaml records every resolved choice; training again from it gives the same scores."""
     data = _tiny_folder(tmp_path / "data")
@@ -130,7 +146,10 @@ def test_retraining_from_a_runs_own_config_reproduces_its_metrics(tmp_path):
                             "--precision", "32", "--cache", "off", "--quiet", "--no-report", "--seed", "3"])
     assert r.exit_code == 0, r.output
     written = RunConfig.load(first / "config.yaml")
-    assert written.train.loss == "ce" and written.train.monitor == "accuracy" and written.train.lr == 2e-3
+    assert written.train.loss == "ce" and written.train.monitor == "accuracy"
+    # cnn-small's recipe: sgd at lr 0.2 with weight decay 5e-4, batch 256, all written out
+    assert (written.train.optimizer, written.train.lr, written.train.weight_decay, written.train.batch_size) == \
+        ("sgd", 0.2, 5e-4, 256)
     assert written.model.pretrained is False and written.train.epochs == 2  # auto choices resolved in the file
     second = tmp_path / "second"
     r = runner.invoke(app, ["train", "--config", str(first / "config.yaml"), "--out", str(second), "--quiet",
