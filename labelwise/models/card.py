@@ -19,6 +19,7 @@ import yaml
 from labelwise.errors import ModelError
 from labelwise.io import atomic_write_text
 from labelwise.models import hub
+from labelwise.models.facts import epochs_text, pixel_spec_of, pixel_spec_text
 from labelwise.version import __version__
 
 log = logging.getLogger("labelwise")
@@ -103,6 +104,11 @@ def render_card(run_dir: Path, hub_arch: str | None = None, hub_note: str = "", 
            f"A {kind} image classifier over {len(labels)} labels, trained with labelwise {__version__} on the "
            f"`{meta.get('backbone', '?')}` backbone; input {inp.get('channels', '?')} channel(s), "
            f"{inp.get('size', '?')}x{inp.get('size', '?')} px (squashed, not cropped).", ""]
+    spec = pixel_spec_of(inp)
+    bands = pixel_spec_text(spec) if spec is not None else None
+    if bands:
+        out += [f"Input bands and scaling: {bands} (model.json `input`; predict, serve and the exports apply "
+                "the same).", ""]
 
     out += ["## Labels", "", "| label | share of training images | threshold |", "|---|---|---|"]
     freq = meta.get("train_label_freq") or [None] * len(labels)
@@ -132,6 +138,9 @@ def render_card(run_dir: Path, hub_arch: str | None = None, hub_note: str = "", 
                 "labelwise does; it reproduces labelwise's probabilities on PNG images within 1e-3. JPEG photos "
                 "far larger than the input (labelwise decodes them at reduced size) and images with transparency "
                 "(labelwise composites them on white) may differ slightly."]
+        if bands:
+            out[-1] += (" This model's images are not plain pictures: choose the bands and scale them as stated "
+                        "above (to 8 bits) before timm's transform.")
     elif hub_note:
         out += ["", f"No timm folder: {hub_note}."]
 
@@ -143,7 +152,8 @@ def render_card(run_dir: Path, hub_arch: str | None = None, hub_note: str = "", 
                    + (f"; {run['skipped_images']} unreadable images skipped" if run.get("skipped_images") else ""))
     out += ["", "## Recipe", ""]
     recipe = [("backbone", meta.get("backbone")), ("pretrained", run.get("pretrained")),
-              ("strategy", run.get("strategy") or train.get("strategy")), ("epochs", run.get("epochs")),
+              ("strategy", run.get("strategy") or train.get("strategy")),
+              ("epochs", epochs_text(run, train) if run else None),
               ("best epoch", run.get("best_checkpoint_epoch")), ("optimizer", train.get("optimizer")),
               ("learning rate", train.get("lr")), ("batch size", train.get("batch_size")),
               ("loss", train.get("loss")), ("augmentation", train.get("augment")),
