@@ -48,3 +48,12 @@ def test_bad_split_arguments():
         train_val_split(s, 1.5, 0)
     with pytest.raises(DataError, match="too few"):
         train_val_split(s, 0.1, 0)
+
+
+def test_validation_share_is_capped_for_large_sets_unless_given():
+    from labelwise.data.splits import AUTO_VAL_MAX, auto_val_split
+
+    assert auto_val_split(None, 1000) == 0.2
+    assert auto_val_split(None, 25_000) == 0.2
+    assert round(60_000 * auto_val_split(None, 60_000)) == AUTO_VAL_MAX == 5000  # Fashion-MNIST: 55,000 train
+    assert auto_val_split(0.3, 60_000) == 0.3  # --val-split as given

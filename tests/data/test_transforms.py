@@ -27,3 +27,16 @@ def test_augment_is_seeded_and_preserves_range():
 def test_unknown_preset_suggests():
     with pytest.raises(ConfigError, match="default"):
         check_preset("defualt")
+
+
+def test_default_preset_shifts_tiny_images_by_at_most_two_pixels():
+    # one bright pixel in the middle of a dark image: after the shift its row and column tell the offset
+    for side, most in ((28, 2), (32, 2), (64, 8)):
+        x = torch.zeros(400, 1, side, side)
+        x[:, :, side // 2, side // 2] = 1.0
+        y = augment_batch(x, "default", torch.Generator().manual_seed(1))
+        pos = y.flatten(1).argmax(1)
+        dy = (pos // side - side // 2).abs()
+        dx = (pos % side - side // 2).abs()  # a flip moves the pixel by at most 1 at an even side
+        assert int(dy.max()) == most, (side, int(dy.max()))
+        assert int(dx.max()) <= most + 1
