@@ -572,7 +572,7 @@ def bench_fashion(args, work: Path, rows: list, details: dict) -> None:
     # --- time to accuracy under --time-limit, defaults, full training set
     limit = args.time_limit
     n_train = sum(1 for _ in train_dir.rglob("*.png"))
-    log(f"fashion: time-to-accuracy run, defaults, time_limit_s={limit:g}, {n_train} images (20% held out)")
+    log(f"fashion: time-to-accuracy run, defaults, time_limit_s={limit:g}, {n_train} images (validation: the default split)")
     run_dir = work / "runs" / "fmnist-time-limit"
     r = timed_train(train_dir, run_dir, snapshots=True, time_limit_s=limit, **fresh_cache(work, "fmnist-time-limit"))
     log(f"fashion: {r['epochs_run']} epochs in {r['total_s']:.0f} s; scoring each epoch's weights on the test set "
