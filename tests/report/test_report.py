@@ -377,3 +377,28 @@ def test_an_interrupted_run_says_so_at_the_top(mc_run, tmp_path):
                                         "--out", str(tmp_path / "f.json")])
     assert finished.exit_code == 0, finished.output
     assert "Thisrunwasinterrupted" not in "".join(finished.output.split())
+
+
+@needs_fashion
+def test_run_table_states_bands_scaling_and_epochs_of_the_plan(mc_run, tmp_path):
+    """The Run table's epochs row says "N of Y" (config.yaml train.epochs) and marks an interrupted run; a model
+    with --bands / band scaling (model.json input) gets a row stating them; a plain run gets none."""
+    def row(html: str, key: str) -> str | None:
+        run = _section(html, "run")
+        start = run.find(f"<tr><th>{key}</th>")
+        return None if start < 0 else run[start:run.index("</tr>", start)]
+
+    finished = mc_run["html"].read_text(encoding="utf-8")
+    assert "<td>2 of 2 · best checkpoint" in row(finished, "epochs") and row(finished, "bands") is None
+    run = tmp_path / "banded"
+    shutil.copytree(mc_run["run"], run, ignore=shutil.ignore_patterns("checkpoints", "report*"))
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    metrics["run"].update(interrupted=True, epochs=1, best_checkpoint_epoch=1)
+    (run / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    meta = json.loads((run / "model.json").read_text(encoding="utf-8"))
+    meta["input"].update(bands=[1], scaling={"low": [812.0], "high": [3510.0]})  # gray PNGs: one band, 8-bit as is
+    (run / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+    html = build_report(run).read_text(encoding="utf-8")
+    assert "<td>bands 1; per-band 1st-99th percentile scaling: 812..3510</td>" in row(html, "bands")
+    assert "<td>1 of 2 · interrupted (Ctrl-C / SIGTERM): the model is the best checkpoint so far · best checkpoint: " \
+        "epoch 1" in row(html, "epochs")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labelwise.config import SECTIONS, TrainConfig, flag_of
+from labelwise.config import SECTIONS, flag_of
+from labelwise.models.facts import epochs_text, pixel_spec_text, planned_epochs
 from labelwise.report.analysis import readable
 from labelwise.report.format import duration, split_counts
 
@@ -27,8 +28,12 @@ def run_section(b: Builder) -> dict[str, Any]:
         ("backbone", f"{meta.backbone}" + (f" ({len(meta.members)} × {meta.members[0]})" if getattr(meta, "members", None)
                                            else "") + (" · ImageNet-pretrained" if r.get("pretrained") else "")),
         ("input", f"{meta.image_size}×{meta.image_size} px, {meta.in_chans} channel{'s' if meta.in_chans != 1 else ''}"),
+    ]
+    if bands := pixel_spec_text(meta.pixel_spec):
+        rows.append(("bands", bands))
+    rows += [
         ("images", split_counts(r, len(run.val))),
-        ("epochs", _epochs(r, run.metrics)),
+        ("epochs", _epochs(r, run.metrics, cfg)),
         ("wall time", duration(r.get("wall_time_s"))),
     ]
     if r.get("folds"):
@@ -76,8 +81,8 @@ def show(value: Any) -> str:
     return str(value)
 
 
-def _epochs(r: dict[str, Any], metrics: dict[str, Any]) -> str:
-    text = f"{r.get('epochs', '?')} trained"
+def _epochs(r: dict[str, Any], metrics: dict[str, Any], cfg: dict[str, Any]) -> str:
+    text = epochs_text(r, (cfg or {}).get("train") or {})
     if r.get("best_checkpoint_epoch"):
         text += f" · best checkpoint: epoch {r['best_checkpoint_epoch']} (by {readable(metrics.get('monitor', ''))})"
     return text
@@ -90,7 +95,7 @@ def interrupted_banner(metrics: dict[str, Any], config: dict[str, Any], run_dir:
     r = metrics.get("run") or {}
     if not r.get("interrupted"):
         return None
-    planned = _planned_epochs(config.get("train") or {})
+    planned = planned_epochs(config.get("train") or {})
     at = f"epoch {r.get('epochs', '?')}" + (f" of {planned}" if planned else "")
     best = r.get("best_checkpoint_epoch")
     text = (f"This run was interrupted at {at}; the model is the best so far" + (f" (epoch {best})" if best else "")
@@ -112,14 +117,3 @@ def interrupted_line(run_dir: str | Path) -> str | None:
     except BundleError:
         return None
     return banner["line"] if banner else None
-
-
-def _planned_epochs(train: dict[str, Any]) -> int | None:
-    """The epochs the run was set to train (--epochs, or the default the schema gives), from config.yaml."""
-    from dataclasses import fields
-
-    known = {f.name for f in fields(TrainConfig)}
-    try:
-        return int(TrainConfig(**{k: v for k, v in train.items() if k in known}).max_epochs)
-    except (TypeError, ValueError):
-        return None
