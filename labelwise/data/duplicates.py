@@ -46,6 +46,7 @@ from typing import Sequence
 
 import numpy as np
 
+from labelwise.data.band_scaling import PLAIN, PixelSpec
 from labelwise.data.decoded import decode_all
 
 SIDE = 48  # px: the thumbnail compared (decoded at this size by fingerprint_paths)
@@ -157,16 +158,18 @@ def fingerprint_pixels(pixels: np.ndarray) -> Fingerprints:
                         np.concatenate([p.flat for p in parts]))
 
 
-def fingerprint_paths(paths: Sequence[Path], channels: int, workers: int | None = None
-                      ) -> tuple[Fingerprints, dict[Path, str]]:
+def fingerprint_paths(paths: Sequence[Path], channels: int, workers: int | None = None,
+                      pixel_spec: PixelSpec = PLAIN) -> tuple[Fingerprints, dict[Path, str]]:
     """Decode every image at SIDE px with the project's decoder and fingerprint it.
 
     Returns (fingerprints, {unreadable path: reason}); an unreadable image gets a flat row.
     ``channels`` is what the run decoded its images to (model.json), so every image decodes as it
-    did in training (an N-band TIFF needs N).
+    did in training (an N-band TIFF needs N), with the run's bands and band scaling (``meta.pixel_spec``:
+    16-bit images that x / 257 would flatten are told apart).
     """
 
-    pixels, bad = decode_all(list(paths), SIDE, channels, workers=workers, description="fingerprinting")
+    pixels, bad = decode_all(list(paths), SIDE, channels, workers=workers, description="fingerprinting",
+                             pixel_spec=pixel_spec)
     return fingerprint_pixels(pixels), bad  # unreadable rows are left zero by decode_all: flat
 
 
