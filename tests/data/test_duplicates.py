@@ -26,6 +26,7 @@ from labelwise.data.duplicates import (
     fingerprint_paths,
     fingerprint_pixels,
     fold_duplicates,
+    nearest_training,
     pair_similarity,
     split_duplicates,
 )
@@ -254,6 +255,9 @@ def test_flat_images_are_never_paired_and_sizes_are_resampled():
     assert dups == []  # blank images match nothing, not even each other
     same = cross_split_duplicates(fp.take([3]), fp.take([3]))
     assert same == [Duplicate(0, 0, pytest.approx(1.0))]
+    rows, sims, ratios = nearest_training(fp.take([3, 4]), fp.take([0, 4]))  # flat: not compared
+    assert list(rows) == [-1, 1] and sims[0] == 0 and sims[1] == pytest.approx(1.0)
+    assert ratios[0] == np.inf and ratios[1] == pytest.approx(0.0, abs=1e-4)
 
 
 def test_empty_inputs():
