@@ -81,10 +81,11 @@ TIME_LIMITED_MAX_EPOCHS = 100  # --time-limit without --epochs: the budget decid
 class TrainConfig:
     epochs: int | None = opt(None, f"Epochs (default {DEFAULT_EPOCHS}; with --time-limit, as many as fit, at most "
                              f"{TIME_LIMITED_MAX_EPOCHS}).", panel="Training")
-    batch_size: int | None = opt(None, "Images per step (default: the backbone's, 256 for cnn-small, else 64; see "
-                                 "`labelwise models`).", panel="Training")
-    lr: float | None = opt(None, "Peak learning rate, reached after warm-up (default: the backbone's recipe, 0.2 for "
-                           "cnn-small with sgd; else the optimizer's, see --optimizer).", panel="Training")
+    batch_size: int | None = opt(None, "Images per step (default: the backbone's, 256 for cnn-small but at most about "
+                                 "an eighth of the training images, at least 64; else 64; see `labelwise models`).",
+                                 panel="Training")
+    lr: float | None = opt(None, "Peak learning rate, reached after warm-up (default: the backbone's recipe, for cnn-small "
+                           "with sgd 0.2 per 256 images of batch; else the optimizer's, see --optimizer).", panel="Training")
     optimizer: str = opt("auto", "Optimizer (auto = the backbone's: sgd for cnn-small, adamw otherwise; see "
                          "`labelwise models`).", panel="Training", choices="optimizer")
     momentum: float = opt(0.9, "sgd / rmsprop momentum.", panel="Training")

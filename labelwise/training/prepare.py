@@ -143,7 +143,8 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
     backbone = choose_backbone(cfg.model.backbone, side, len(samples), tcfg.strategy)
     spec = get_spec(backbone.value)
     mcfg = replace(cfg.model, backbone=backbone.value)
-    tcfg = replace(tcfg, batch_size=tcfg.batch_size or spec.batch_size)
+    n_train = _n_train(len(samples), dcfg.val_split, tcfg.folds)
+    tcfg = replace(tcfg, batch_size=tcfg.batch_size or auto_batch_size(spec.batch_size, n_train))
     inp = choose_input(samples, dcfg, min_size=spec.min_size, multiple=spec.size_multiple, probed=probed)
     if backbone.reason:
         notes.append(f"{backbone.reason} ({inp.size} px, {inp.channels} channel{'s' if inp.channels > 1 else ''})")
@@ -173,7 +174,9 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
         smoothing = DEFAULT_LABEL_SMOOTHING if loss_name == "ce" else 0.0
     precision = _choose_precision(tcfg, mcfg, strategy, notes)
     # every `auto` / unset choice resolved here, once: later stages and config.yaml read these values
-    tcfg = resolve_recipe(tcfg, spec.optimizer, spec.lr)  # --optimizer auto, --lr and --weight-decay unset
+    # --optimizer auto, --lr and --weight-decay unset: the backbone's recipe, its lr scaled to the batch (linear rule)
+    recipe_lr = spec.lr * tcfg.batch_size / spec.batch_size if spec.lr is not None else None
+    tcfg = resolve_recipe(tcfg, spec.optimizer, recipe_lr)
     prep = Prepared(cfg.with_(data=resolved, model=replace(mcfg, pretrained=use_pretrained(mcfg)),
                               train=replace(tcfg, strategy=strategy, label_smoothing=smoothing, loss=loss_name,
                                             monitor=monitor, precision=precision, epochs=tcfg.max_epochs)),
@@ -206,9 +209,8 @@ def _choose_strategy(cfg: RunConfig, n_images: int, labels: LabelSpace, notes: l
     that training will use and, with --time-limit, a timed fine-tuning step at the chosen input size."""
 
     mcfg, tcfg, dcfg = cfg.model, cfg.train, cfg.data
-    k = tcfg.folds
-    n_val = n_images // k if k > 1 else int(round(n_images * dcfg.val_split))
-    n_train = n_images - n_val
+    n_train = _n_train(n_images, dcfg.val_split, tcfg.folds)
+    n_val = n_images - n_train
 
     def epoch_s() -> float:
         model = Classifier(mcfg.backbone, len(labels), in_chans=dcfg.channels, pretrained=False,
@@ -221,6 +223,24 @@ def _choose_strategy(cfg: RunConfig, n_images: int, labels: LabelSpace, notes: l
     if choice.reason:
         notes.append(choice.reason)
     return choice.value
+
+
+def _n_train(n_images: int, val_split: float, folds: int) -> int:
+    """Training images per fit: all but the validation split, or all but one fold."""
+    n_val = n_images // folds if folds > 1 else int(round(n_images * val_split))
+    return n_images - n_val
+
+
+MIN_AUTO_BATCH = 64
+
+
+def auto_batch_size(preferred: int, n_train: int) -> int:
+    """The backbone's batch size, but on small sets no more than about an eighth of the training images (a power
+    of two, at least MIN_AUTO_BATCH), so that an epoch still has several steps."""
+    if preferred <= MIN_AUTO_BATCH:
+        return preferred
+    fits = 1 << max(0, (max(1, n_train // 8)).bit_length() - 1)
+    return max(MIN_AUTO_BATCH, min(preferred, fits))
 
 
 def check_classes(samples: Samples, data: str) -> None:

@@ -138,6 +138,13 @@ def test_the_backbone_recipe_fills_only_what_the_user_left_unset():
     assert (r.optimizer, r.lr, r.weight_decay) == ("adamw", 2e-3, 0.01)
 
 
+def test_the_default_batch_leaves_small_sets_several_steps_per_epoch():
+    from labelwise.training.prepare import auto_batch_size
+
+    assert [auto_batch_size(256, n) for n in (40, 1000, 2000, 4000, 55_000)] == [64, 64, 128, 256, 256]
+    assert auto_batch_size(64, 20) == 64  # a backbone asking for 64 or less gets it
+
+
 def test_retraining_from_a_runs_own_config_reproduces_its_metrics(tmp_path):
     """The run's config.yaml records every resolved choice; training again from it gives the same scores."""
     data = _tiny_folder(tmp_path / "data")
@@ -147,9 +154,9 @@ def test_retraining_from_a_runs_own_config_reproduces_its_metrics(tmp_path):
     assert r.exit_code == 0, r.output
     written = RunConfig.load(first / "config.yaml")
     assert written.train.loss == "ce" and written.train.monitor == "accuracy"
-    # cnn-small's recipe: sgd at lr 0.2 with weight decay 5e-4, batch 256, all written out
+    # cnn-small's recipe on a small set: sgd, batch 64, lr 0.2 x 64 / 256, weight decay 5e-4, all written out
     assert (written.train.optimizer, written.train.lr, written.train.weight_decay, written.train.batch_size) == \
-        ("sgd", 0.2, 5e-4, 256)
+        ("sgd", 0.05, 5e-4, 64)
     assert written.model.pretrained is False and written.train.epochs == 2  # auto choices resolved in the file
     second = tmp_path / "second"
     r = runner.invoke(app, ["train", "--config", str(first / "config.yaml"), "--out", str(second), "--quiet",

@@ -13,7 +13,8 @@ from labelwise.cli import app
 from labelwise.errors import DataError
 from labelwise.infer.compare import compare
 
-FAST = dict(backbone="cnn-small", pretrained=False, image_size=16, progress=False, cache="off", precision="32")
+FAST = dict(backbone="cnn-small", pretrained=False, image_size=16, progress=False, cache="off", precision="32",
+            optimizer="adamw")
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def _nir_dataset(root, n=60):
 def test_four_band_tiffs_train_with_either_fusion(tmp_path, fusion):
     data = _nir_dataset(tmp_path / "data")
     res = labelwise.train(data, tmp_path / fusion, epochs=3, backbone="cnn-small", pretrained=False, fusion=fusion,
-                          progress=False, lr=5e-3, val_split=0.25)
+                          progress=False, lr=5e-3, optimizer="adamw", val_split=0.25)
     assert res.metrics["model"]["accuracy"] > 0.8  # the signal is only in the extra band
     predictor = labelwise.load(res.run_dir)
     assert predictor.meta.in_chans == 4 and predictor.meta.fusion == fusion

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from labelwise.data.duplicates import (
+    ALWAYS_SIMILARITY,
     DEFAULT_MIN_SIMILARITY,
     SIDE,
     cross_split_duplicates,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 def leakage_section(b: Builder) -> dict[str, Any]:
     s, v = b.samples, b.run.val
     out: dict[str, Any] = {"pairs": [], "total": 0, "checked": False, "note": "", "threshold": DEFAULT_MIN_SIMILARITY,
+                           "always": ALWAYS_SIMILARITY,
                            "side": SIDE}
     if s is None:
         out["note"] = ("Not checked: the training images are not known without the dataset. " + b.data_note)
