@@ -84,10 +84,10 @@ class TrainConfig:
     batch_size: int | None = opt(None, "Images per step (default: the backbone's, 256 for cnn-small but at most about "
                                  "an eighth of the training images, at least 64; else 64; see `labelwise models`).",
                                  panel="Training")
-    lr: float | None = opt(None, "Peak learning rate, reached after warm-up (default: the backbone's recipe, for cnn-small "
-                           "with sgd 0.2 per 256 images of batch; else the optimizer's, see --optimizer).", panel="Training")
-    optimizer: str = opt("auto", "Optimizer (auto = the backbone's: sgd for cnn-small, adamw otherwise; see "
-                         "`labelwise models`).", panel="Training", choices="optimizer")
+    lr: float | None = opt(None, "Peak learning rate, reached after warm-up (default: the backbone's recipe, scaled to the "
+                           "batch; else the optimizer's, see --optimizer).", panel="Training")
+    optimizer: str = opt("auto", "Optimizer (auto = the backbone's recipe on sets large enough for it, see "
+                         "`labelwise models`; else AdamW).", panel="Training", choices="optimizer")
     momentum: float = opt(0.9, "sgd / rmsprop momentum.", panel="Training")
     nesterov: bool = opt(True, "sgd: Nesterov momentum.", panel="Training")
     weight_decay: float | None = opt(None, "Weight decay, never on norms and biases (default: the optimizer's: sgd "

@@ -14,6 +14,7 @@ def models_cmd() -> None:
         spec = get_spec(name)
         out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  batch size: {spec.batch_size}  optimizer: {spec.optimizer}"
                   f"{f' lr {spec.lr:g}' if spec.lr else ''}"
+                  f"{f' (from {spec.recipe_min_images:,} training images; adamw below)' if spec.recipe_min_images else ''}"
                   f"{'  bf16 on CPUs with bf16 units' if spec.cpu_bf16 else ''}  {spec.description}")
 
 

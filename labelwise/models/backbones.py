@@ -54,6 +54,7 @@ class BackboneSpec:
     batch_size: int = 64  # --batch-size when not given
     optimizer: str = "adamw"  # --optimizer auto
     lr: float | None = None  # --lr when not given and the optimizer is this recipe's (None: the optimizer's default)
+    recipe_min_images: int = 0  # smaller training sets get AdamW at its defaults instead of this recipe
 
     def __post_init__(self) -> None:
         if self.pretrained not in PRETRAINED_SOURCES:
@@ -341,5 +342,5 @@ register("efficientnet_lite0", _lite0, weights=effnet_lite.imagenet_state_dict,
          description="EfficientNet-Lite0 (4.7M params, 1280 features); ImageNet weights ship offline")
 register("cnn-small", SmallCNN,
          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained="none", min_size=16, size_multiple=4, cpu_bf16=True,
-         batch_size=256, optimizer="sgd", lr=0.2,
+         batch_size=256, optimizer="sgd", lr=0.2, recipe_min_images=4096,
          description="small from-scratch CNN for tiny images such as 28x28 grayscale (0.6M params, 192 features)")

@@ -174,9 +174,13 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
         smoothing = DEFAULT_LABEL_SMOOTHING if loss_name == "ce" else 0.0
     precision = _choose_precision(tcfg, mcfg, strategy, notes)
     # every `auto` / unset choice resolved here, once: later stages and config.yaml read these values
-    # --optimizer auto, --lr and --weight-decay unset: the backbone's recipe, its lr scaled to the batch (linear rule)
-    recipe_lr = spec.lr * tcfg.batch_size / spec.batch_size if spec.lr is not None else None
-    tcfg = resolve_recipe(tcfg, spec.optimizer, recipe_lr)
+    # --optimizer auto, --lr and --weight-decay unset: the backbone's recipe (its lr scaled to the batch, linear rule)
+    # on sets large enough for it; AdamW on small ones, which converges in the few steps they give
+    if n_train >= spec.recipe_min_images:
+        recipe, recipe_lr = spec.optimizer, (spec.lr * tcfg.batch_size / spec.batch_size if spec.lr else None)
+    else:
+        recipe, recipe_lr = "adamw", None
+    tcfg = resolve_recipe(tcfg, recipe, recipe_lr)
     prep = Prepared(cfg.with_(data=resolved, model=replace(mcfg, pretrained=use_pretrained(mcfg)),
                               train=replace(tcfg, strategy=strategy, label_smoothing=smoothing, loss=loss_name,
                                             monitor=monitor, precision=precision, epochs=tcfg.max_epochs)),
