@@ -73,7 +73,7 @@ def ml_run(tmp_path_factory):
         body.append([name, row[1]])
     with open(data / "labels.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows([header, *body])
-    run = _train(data, root / "run", epochs=3)  # good enough for cleanlab to see the flips
+    run = _train(data, root / "run", epochs=5)  # good enough for cleanlab to see the flips
     html = build_report(run)
     return {"run": run, "html": html, "data": data, "flipped": flipped, "copies": copies}
 
