@@ -82,7 +82,7 @@ class TrainConfig:
     epochs: int | None = opt(None, f"Epochs (default {DEFAULT_EPOCHS}; with --time-limit, as many as fit, at most "
                              f"{TIME_LIMITED_MAX_EPOCHS}).", panel="Training")
     batch_size: int | None = opt(None, "Images per step (default: the backbone's, 256 for cnn-small but at most about "
-                                 "an eighth of the training images, at least 64; else 64; see `labelwise models`).",
+                                 "1/32 of the training images, at least 64; else 64; see `labelwise models`).",
                                  panel="Training")
     lr: float | None = opt(None, "Peak learning rate, reached after warm-up (default: the backbone's recipe, scaled to the "
                            "batch; else the optimizer's, see --optimizer).", panel="Training")

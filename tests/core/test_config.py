@@ -141,7 +141,7 @@ def test_the_backbone_recipe_fills_only_what_the_user_left_unset():
 def test_the_default_batch_leaves_small_sets_several_steps_per_epoch():
     from labelwise.training.prepare import auto_batch_size
 
-    assert [auto_batch_size(256, n) for n in (40, 1000, 2000, 4000, 55_000)] == [64, 64, 128, 256, 256]
+    assert [auto_batch_size(256, n) for n in (40, 1000, 4000, 4800, 8192, 55_000)] == [64, 64, 64, 128, 256, 256]
     assert auto_batch_size(64, 20) == 64  # a backbone asking for 64 or less gets it
 
 
