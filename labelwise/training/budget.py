@@ -7,7 +7,8 @@ stretch or shrink, so it gets what the others leave:
 
     training budget = limit - what preparation took (measured) - the report (estimated)
 
-and ``LitClassifier._plan_for_budget`` keeps its 5% of that for scoring and writing the bundle. The
+and ``LitClassifier._plan_for_budget`` keeps a measured share of that (``after_training_reserve_s``) for
+scoring and writing the bundle. The
 epoch plan then fits the schedule into the training budget as before (it re-plans from measured epochs).
 
 >>> training_limit_s(600, spent_s=48.0, report_s=8.0)

@@ -51,17 +51,17 @@ def test_the_plan_follows_the_steady_epochs_not_the_slow_first_one():
     from labelwise.config import TrainConfig
     from labelwise.training.lightning import LitClassifier
 
-    # 600 s budget (570 s usable); epoch 1 took 46 s with one-off costs, the next ones 37 s
-    fake = SimpleNamespace(cfg=TrainConfig(time_limit_s=600), plan={}, steps_per_epoch=10, planned_epochs=None,
+    # 600 s budget (590 s usable: validation takes 1 s a pass); epoch 1 took 46 s with one-off costs, the next 37 s
+    fake = SimpleNamespace(cfg=TrainConfig(time_limit_s=600), plan={}, steps_per_epoch=10, planned_epochs=None, val_s=1.0,
                            trainer=SimpleNamespace(fit_loop=SimpleNamespace(max_epochs=100)), _fit_started=0.0)
     fake.current_epoch = 0
     LitClassifier._plan_for_budget(fake, 46.0, 46.0)
     first = fake.planned_epochs
-    assert first == 1 + int((570 - 46) // (46 * 1.03))  # what planning from epoch 1 alone gives
+    assert first == 1 + int((590 - 46) // (46 * 1.03))  # what planning from epoch 1 alone gives
     fake.current_epoch = 1
     LitClassifier._plan_for_budget(fake, 83.0, 37.0)
     assert fake.planned_epochs > first  # the steady epochs fit more
-    assert fake.trainer.fit_loop.max_epochs == fake.planned_epochs == 2 + int((570 - 83) // (37 * 1.03))
+    assert fake.trainer.fit_loop.max_epochs == fake.planned_epochs == 2 + int((590 - 83) // (37 * 1.03))
     assert fake.plan["total"] == fake.planned_epochs * 10  # the LR schedule follows the plan
     capped = SimpleNamespace(**{**vars(fake), "cfg": TrainConfig(time_limit_s=600, epochs=5)})
     LitClassifier._plan_for_budget(capped, 83.0, 37.0)
@@ -90,16 +90,38 @@ def test_the_epoch_plan_subtracts_the_time_spent_before_training():
     from labelwise.training.lightning import LitClassifier
 
     def plan(cfg: TrainConfig) -> int:
-        fake = SimpleNamespace(cfg=cfg, plan={}, steps_per_epoch=10, planned_epochs=None, current_epoch=1,
+        fake = SimpleNamespace(cfg=cfg, plan={}, steps_per_epoch=10, planned_epochs=None, current_epoch=1, val_s=1.0,
                                trainer=SimpleNamespace(fit_loop=SimpleNamespace(max_epochs=100)), _fit_started=0.0)
         LitClassifier._plan_for_budget(fake, 80.0, 40.0)  # 2 epochs done at 80 s, 40 s each
         return fake.planned_epochs
 
     whole = plan(TrainConfig(time_limit_s=600))
     after_decoding = plan(for_training(TrainConfig(time_limit_s=600), 100.0))
-    assert whole == 2 + int((570 - 80) // (40 * 1.03))
+    assert whole == 2 + int((590 - 80) // (40 * 1.03))
     limit = 600 - 100 - 8.0
-    assert after_decoding == 2 + int((limit * 0.95 - 80) // (40 * 1.03)) < whole
+    assert after_decoding == 2 + int((limit - (4 + 0.01 * limit) - 80) // (40 * 1.03)) < whole
+
+
+def test_the_time_kept_after_training_follows_the_validation_pass():
+    # scoring after the last epoch = about one more validation pass: a fast one keeps seconds, not 5% of
+    # the limit (which left almost two Fashion-MNIST epochs unused); a slow one keeps at most the 5%
+    from types import SimpleNamespace
+
+    from labelwise.config import TrainConfig
+    from labelwise.training.lightning import LitClassifier, after_training_reserve_s
+
+    assert after_training_reserve_s(544, 1.0) < 10 < after_training_reserve_s(544, 4.0) < 0.05 * 544
+    assert after_training_reserve_s(544, 300.0) == pytest.approx(0.05 * 544)
+
+    def plan(val_s: float) -> int:
+        fake = SimpleNamespace(cfg=TrainConfig(time_limit_s=544), plan={}, steps_per_epoch=10, planned_epochs=None,
+                               current_epoch=2, val_s=val_s, _fit_started=0.0,
+                               trainer=SimpleNamespace(fit_loop=SimpleNamespace(max_epochs=100)))
+        LitClassifier._plan_for_budget(fake, 60.0, 20.0)  # 3 epochs of 20 s
+        return fake.planned_epochs
+
+    assert plan(1.0) == 3 + int((544 - 9.44 - 60) // (20 * 1.03)) == 26
+    assert plan(30.0) == 3 + int((544 - 27.2 - 60) // (20 * 1.03)) == 25
 
 
 def test_a_run_plans_its_training_into_what_decoding_left(tmp_path, monkeypatch):
