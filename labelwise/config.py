@@ -99,6 +99,10 @@ class TrainConfig:
     freeze_epochs: int = opt(0, "Train the head alone for N epochs, then everything.", panel="Training")
     backbone_lr_mult: float = opt(0.1, "Backbone LR = --lr x this after unfreezing (with --freeze-epochs).",
                                   panel="Training")
+    frozen_stages: int | None = opt(None, "Keep a pretrained backbone's stem and first N blocks frozen while fine-tuning "
+                                    "(no backward through them: 2.2x the training speed of EfficientNet-Lite0 at 224 "
+                                    "px with 3). Default: auto (see `labelwise models`); 0 trains every layer.",
+                                    panel="Training")
     grad_clip: float | None = opt(None, "Clip the gradient norm to this.", panel="Training")
     early_stopping: int | None = opt(None, "Stop after N epochs without improvement of the monitored metric.",
                                      panel="Training")

@@ -15,6 +15,8 @@ def models_cmd() -> None:
         out.print(f"[bold]{name}[/]  pretrained: {spec.pretrained}  batch size: {spec.batch_size}  optimizer: {spec.optimizer}"
                   f"{f' lr {spec.lr:g}' if spec.lr else ''}"
                   f"{f' (from {spec.recipe_min_images:,} training images; adamw below)' if spec.recipe_min_images else ''}"
-                  f"{'  bf16 on CPUs with bf16 units' if spec.cpu_bf16 else ''}  {spec.description}")
+                  f"{'  bf16 on CPUs with bf16 units' if spec.cpu_bf16 else ''}"
+                  f"{f'  frozen stages: stem + {spec.frozen_stages} blocks when fine-tuning' if spec.frozen_stages else ''}"
+                  f"  {spec.description}")
 
 

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from labelwise.errors import ConfigError
+from labelwise.malloc import tune_malloc
 from labelwise.models.classifier import model_probs
 from labelwise.models.fold import fold_batchnorm
 from labelwise.registry import Registry
@@ -71,6 +72,7 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, multilabel: bool):
+        tune_malloc()  # batches of large images: no mmap + page faults per activation (labelwise.malloc)
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.fast = fold_batchnorm(self.model)[0].to(memory_format=torch.channels_last)
         self.multilabel = multilabel

@@ -55,6 +55,7 @@ class BackboneSpec:
     optimizer: str = "adamw"  # --optimizer auto
     lr: float | None = None  # --lr when not given and the optimizer is this recipe's (None: the optimizer's default)
     recipe_min_images: int = 0  # smaller training sets get AdamW at its defaults instead of this recipe
+    frozen_stages: int = 0  # --frozen-stages auto when fine-tuning its pretrained weights (labelwise.models.freeze)
 
     def __post_init__(self) -> None:
         if self.pretrained not in PRETRAINED_SOURCES:
@@ -338,7 +339,7 @@ def _lite0(in_chans: int) -> nn.Module:
 
 
 register("efficientnet_lite0", _lite0, weights=effnet_lite.imagenet_state_dict,
-         mean=effnet_lite.MEAN, std=effnet_lite.STD, pretrained="builtin-offline", min_size=32,
+         mean=effnet_lite.MEAN, std=effnet_lite.STD, pretrained="builtin-offline", min_size=32, frozen_stages=3,
          description="EfficientNet-Lite0 (4.7M params, 1280 features); ImageNet weights ship offline")
 register("cnn-small", SmallCNN,
          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained="none", min_size=16, size_multiple=4, cpu_bf16=True,

@@ -21,9 +21,11 @@ from labelwise.evaluation.scoring import score, train_stats
 from labelwise.evaluation.thresholds import fit_thresholds
 from labelwise.io import write_csv, write_json
 from labelwise.labels import LabelSpace
+from labelwise.malloc import tune_malloc
 from labelwise.models.bundle import ModelMeta, library_versions, save_model
 from labelwise.models.card import write_hub_and_card
 from labelwise.models.classifier import Classifier, model_probs
+from labelwise.models.freeze import freeze_early
 from labelwise.outputs import bundle_transaction, check_resume_labels
 from labelwise.training.loggers import log_final
 from labelwise.training.lightning import (
@@ -69,8 +71,8 @@ def fit(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Pat
     --strategy linear-probe embeds the images once with the frozen pretrained backbone and trains the
     head alone (labelwise.probe); finetune trains everything with Lightning (``fit_finetune``)."""
     check_training_split(prep, train_idx)
+    tune_malloc()  # large activations: reuse heap memory instead of a fresh mmap per step (labelwise.malloc)
     if prep.cfg.train.strategy == "linear-probe":
-
         return fit_probe(prep, train_idx, val_idx, run_dir, progress=progress)
     return fit_finetune(prep, train_idx, val_idx, run_dir, resume=resume, progress=progress)
 
@@ -92,6 +94,9 @@ def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run
     if mcfg.init_from:  # the earlier run's backbone (and head, when the labels match) replace the fresh ones
         load_init_weights(model, mcfg.init_from, labels)
     model = model.to(memory_format=torch.channels_last)
+    # --frozen-stages: frozen before Lightning (or DDP) wraps the model, so that no process waits for their gradients;
+    # LitClassifier.on_train_epoch_start keeps their BatchNorm in eval mode
+    freeze_early(model.backbone, tcfg.frozen_stages or 0)
     weights = class_weights(y[train_idx], labels.task) if tcfg.class_weights == "auto" else None
     loss_fn = build_loss(prep.loss_name, labels.task, label_smoothing=tcfg.label_smoothing,
                          pos_weight=weights if labels.multilabel else None,

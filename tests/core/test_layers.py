@@ -12,7 +12,7 @@ import labelwise
 PACKAGE = Path(labelwise.__file__).parent
 # Stage order: a module may import its own stage or an earlier one, never a later one.
 LAYERS = ["core", "data", "models", "evaluation", "training", "infer", "report", "serve", "cli"]
-CORE = {"errors", "labels", "io", "version", "registry", "config", "progress", "outputs"}
+CORE = {"errors", "labels", "io", "version", "registry", "config", "progress", "outputs", "malloc"}
 MAX_LINES = 400
 
 
