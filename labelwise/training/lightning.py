@@ -72,7 +72,7 @@ class LitClassifier(L.LightningModule):
         self._train_sample: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        return self.model(x_uint8.float().div_(255.0))
+        return self.model(x_uint8.float().div_(255.0).contiguous(memory_format=torch.channels_last))
 
     def training_step(self, batch, batch_idx):
         x, y, _ = batch
