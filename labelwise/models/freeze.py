@@ -36,12 +36,13 @@ def early_stages(backbone: nn.Module, n: int) -> list[nn.Module]:
     return stem + [getattr(backbone, f"layer{i}") for i in range(1, n + 1)]
 
 
-def freeze_early(backbone: nn.Module, n: int) -> int:
-    """Freeze the stem and first ``n`` blocks in place (call after ``train()``: their BatchNorm goes to eval
-    mode); returns how many parameters it froze."""
+def freeze_early(backbone: nn.Module, n: int, eval_mode: bool = True) -> int:
+    """Freeze the stem and first ``n`` blocks in place (call after ``train()``: with ``eval_mode`` their
+    BatchNorm goes to eval mode); returns how many parameters it froze."""
     frozen = 0
     for module in early_stages(backbone, n):
         module.requires_grad_(False)
-        module.eval()
+        if eval_mode:
+            module.eval()
         frozen += sum(p.numel() for p in module.parameters())
     return frozen

@@ -96,7 +96,7 @@ def fit_finetune(prep: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, run
     model = model.to(memory_format=torch.channels_last)
     # --frozen-stages: frozen before Lightning (or DDP) wraps the model, so that no process waits for their gradients;
     # LitClassifier.on_train_epoch_start keeps their BatchNorm in eval mode
-    freeze_early(model.backbone, tcfg.frozen_stages or 0)
+    freeze_early(model.backbone, tcfg.frozen_stages or 0, eval_mode=False)  # eval mode: on_train_epoch_start
     weights = class_weights(y[train_idx], labels.task) if tcfg.class_weights == "auto" else None
     loss_fn = build_loss(prep.loss_name, labels.task, label_smoothing=tcfg.label_smoothing,
                          pos_weight=weights if labels.multilabel else None,

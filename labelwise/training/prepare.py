@@ -193,11 +193,36 @@ def prepare(cfg: RunConfig, on_skipped: Callable[[list[tuple[Path, str]]], None]
         prep.option_warnings.append(f"--freeze-epochs {tcfg.freeze_epochs} with a from-scratch backbone "
                                     f"({backbone.value}) trains the head on random features at first; it only "
                                     "helps with pretrained weights")
+    prep.option_warnings += _frozen_stages_warnings(tcfg, mcfg, inp.channels)
     for note in prep.notes:
         log.info(note)
         if on_note and _is_rank_zero():
             on_note(note)
     return prep
+
+
+def _frozen_stages_warnings(tcfg: TrainConfig, mcfg: ModelConfig, channels: int) -> list[str]:
+    """--frozen-stages N given by the user, where it cannot do what it says."""
+    n = tcfg.frozen_stages
+    if not n:
+        return []
+    if not use_pretrained(mcfg):
+        return [f"--frozen-stages {n}: {mcfg.backbone} trains from scratch, so nothing is frozen"]
+    from labelwise.models.backbones import create_backbone
+    from labelwise.models.freeze import max_stages
+
+    blocks = max_stages(create_backbone(mcfg.backbone, in_chans=3))
+    if not blocks:
+        return [f"--frozen-stages {n}: labelwise does not know where {mcfg.backbone}'s stem and blocks are "
+                "(it knows EfficientNet/MobileNet and ResNet layouts), so every layer trains"]
+    out = []
+    if n > blocks:
+        out.append(f"--frozen-stages {n}: {mcfg.backbone} has {blocks} blocks; all of them stay frozen (only its "
+                   "last layers and the head train)")
+    if channels > 3:
+        out.append(f"--frozen-stages {n} with {channels}-band images: the stem's filters for the extra bands stay "
+                   "at their starting values")
+    return out
 
 
 def _frozen_stages(tcfg: TrainConfig, mcfg: ModelConfig, inp, notes: list[str]) -> int:

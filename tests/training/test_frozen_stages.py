@@ -63,3 +63,15 @@ def test_auto_freezes_only_pretrained_rgb_or_gray_backbones_and_a_bad_value_is_a
     assert _frozen_stages(TrainConfig(frozen_stages=3), ModelConfig(backbone="cnn-small"), photo, []) == 0
     with pytest.raises(ConfigError, match="--frozen-stages"):
         labelwise.train(tmp_path / "missing", tmp_path / "run", frozen_stages=-1, progress=False)
+
+
+def test_a_frozen_stages_value_that_cannot_work_is_warned_about():
+    from labelwise.config import ModelConfig
+    from labelwise.training.prepare import _frozen_stages_warnings
+
+    lite = ModelConfig(backbone="efficientnet_lite0")
+    assert _frozen_stages_warnings(TrainConfig(), lite, 3) == []  # auto: nothing to say
+    assert _frozen_stages_warnings(TrainConfig(frozen_stages=3), lite, 3) == []
+    assert "has 7 blocks" in _frozen_stages_warnings(TrainConfig(frozen_stages=9), lite, 3)[0]
+    assert "extra bands" in _frozen_stages_warnings(TrainConfig(frozen_stages=2), lite, 4)[0]
+    assert "from scratch" in _frozen_stages_warnings(TrainConfig(frozen_stages=2), ModelConfig(backbone="cnn-small"), 1)[0]
