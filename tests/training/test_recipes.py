@@ -98,3 +98,35 @@ def test_every_optimizer_and_schedule_trains(optimizer, scheduler):
     _fit(lit, dl, 2)
     assert not torch.equal(start, lit.model.head.weight)
     assert all(torch.isfinite(p).all() for p in lit.model.parameters())
+
+
+@pytest.mark.parametrize("n_val, scored", [(30, 64), (400, 200), (3000, 1000)])
+def test_the_training_sample_scored_each_epoch_is_at_most_half_the_validation_set(n_val, scored):
+    # scoring training images (for history.csv's train_* columns) must not cost more than validating:
+    # half the validation set, at least 64 and at most 1,000 images, in batches of the run's batch size
+    labels = LabelSpace(("a", "b"), "multiclass")
+    rng = np.random.default_rng(0)
+
+    def loader(n, bs):
+        pixels = rng.integers(0, 255, (n, 1, 16, 16), dtype=np.uint8)
+        return make_loader(ArrayDataset(pixels, np.eye(2, dtype=np.uint8)[rng.integers(0, 2, n)]), bs, shuffle=False)
+
+    train, val = loader(1200, 32), loader(n_val, 256)
+    lit = LitClassifier(Classifier("cnn-small", 2, in_chans=1), labels, TrainConfig(epochs=1, batch_size=32),
+                        build_loss("ce", "multiclass"), steps_per_epoch=len(train), monitor="accuracy")
+    batches: list[int] = []
+    validation_end = lit.on_validation_epoch_end
+
+    def count_scoring_batches():  # the forwards after validation's own are the training sample's
+        hook = lit.model.register_forward_hook(lambda module, args, out: batches.append(len(args[0])))
+        try:
+            validation_end()
+        finally:
+            hook.remove()
+
+    lit.on_validation_epoch_end = count_scoring_batches
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0).fit(lit, train, val)
+    assert len(lit._train_sample[0]) == scored
+    assert "train_accuracy" in lit.last_train
+    assert max(batches) <= 32 and sum(batches) == scored
