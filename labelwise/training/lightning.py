@@ -332,7 +332,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, history: Histor
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
         max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=loggers or False,
-        strategy=cfg.distributed, num_nodes=cfg.num_nodes, plugins=[AtomicCheckpointIO()],
+        strategy=_strategy(cfg), num_nodes=cfg.num_nodes, plugins=[AtomicCheckpointIO()],
         callbacks=callbacks, enable_model_summary=False, enable_progress_bar=progress and not plain,
         num_sanity_val_steps=0, deterministic=False, default_root_dir=str(run_dir),
         max_time=timedelta(seconds=cfg.time_limit_s) if cfg.time_limit_s else None,
@@ -354,6 +354,16 @@ class EarlyStoppingAfterUnfreeze(EarlyStopping):
         if trainer.current_epoch < self.freeze_epochs:
             return
         super()._run_early_stopping_check(trainer)
+
+
+def _strategy(cfg: TrainConfig) -> str:
+    """cfg.distributed, except that DDP under --freeze-epochs must expect parameters without gradients: the
+    model is wrapped with its whole backbone trainable, and the frozen first epochs leave it out of the loss
+    (plain DDP stops at the second step: "parameters that were not used in producing the loss")."""
+    name = cfg.distributed
+    if cfg.freeze_epochs and name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        return f"{name}_find_unused_parameters_true"
+    return name
 
 
 def _lightning_precision(precision: str) -> str:

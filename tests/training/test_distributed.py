@@ -41,3 +41,18 @@ def test_two_process_ddp_metrics_match_a_single_process_evaluation(tmp_path):
     assert len(rows) == single["n"]
     assert abs(float(logged["accuracy"]) - single["accuracy"]) < 1e-6
     assert abs(float(logged["f1_macro"]) - single["f1_macro"]) < 1e-5
+
+
+def test_ddp_trains_head_first_with_freeze_epochs(tmp_path):
+    # the backbone is wrapped trainable and frozen for the first epoch: DDP must not wait for its gradients
+    data = build_multiclass(tmp_path / "data", n_per_class=12, seed=4, source="fashion")
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "labelwise", "train", str(data), "--out", str(run), "--epochs", "2",
+                        "--model", "cnn-small", "--no-pretrained", "--quiet", "--accelerator", "cpu", "--batch-size", "16",
+                        "--devices", "2", "--distributed", "ddp", "--freeze-epochs", "1", "--no-report"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with (run / "history.csv").open() as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2"]
+    assert Predictor.load(run).labels.names
