@@ -98,3 +98,24 @@ def test_cli_command(fashion, tmp_path):
     assert result.exit_code == 0, result.output
     assert "suggested learning rate" in result.output and "--lr" in result.output
     assert (out / "lr_find.png").is_file() and (out / "lr_find.csv").is_file()
+
+
+def test_frozen_stages_are_frozen_in_the_range_test_as_in_training(fashion, tmp_path, monkeypatch):
+    import labelwise.training.lr_find as module
+
+    seen = []
+
+    def spy(backbone, n, eval_mode=True):
+        frozen = module_freeze(backbone, n, eval_mode)
+        seen.append((n, frozen, backbone))
+        return frozen
+
+    module_freeze = module.freeze_early
+    monkeypatch.setattr(module, "freeze_early", spy)
+    cfg = make_config(fashion, tmp_path, backbone="efficientnet_lite0", image_size=32, batch_size=8)
+    r = lr_find(cfg, start_lr=1e-4, end_lr=1.0, num_steps=5, write=False)
+    assert np.all(np.isfinite(r.raw_losses))
+    (n, frozen, backbone), = seen
+    assert n == 3 and frozen > 0  # EfficientNet-Lite0's automatic --frozen-stages
+    assert not any(p.requires_grad for p in backbone.conv_stem.parameters())
+    assert any(p.requires_grad for p in backbone.blocks[-1].parameters())
