@@ -46,3 +46,15 @@ def freeze_early(backbone: nn.Module, n: int, eval_mode: bool = True) -> int:
             module.eval()
         frozen += sum(p.numel() for p in module.parameters())
     return frozen
+
+
+def freeze_for_epoch(backbone: nn.Module, epoch: int, freeze_epochs: int, frozen_stages: int | None) -> None:
+    """What of ``backbone`` trains in ``epoch`` (call after ``train()``): none of it during the first
+    ``freeze_epochs`` (--freeze-epochs: head first, BatchNorm statistics as pretrained), then all of it but
+    the stem and first ``frozen_stages`` blocks (--frozen-stages)."""
+    head_only = epoch < freeze_epochs
+    backbone.requires_grad_(not head_only)
+    if head_only:
+        backbone.eval()
+    elif frozen_stages:
+        freeze_early(backbone, frozen_stages)

@@ -33,7 +33,7 @@ from labelwise.data.transforms import AugmentConfig, augment_batch, mix_batch
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import write_csv
 from labelwise.models.classifier import Classifier
-from labelwise.models.freeze import freeze_early
+from labelwise.models.freeze import freeze_for_epoch
 from labelwise.training.loss_modules import class_weights
 from labelwise.training.losses import build_loss
 from labelwise.training.optim import build_optimizer
@@ -82,11 +82,8 @@ def lr_find(cfg: RunConfig, start_lr: float = 1e-7, end_lr: float = 1.0, num_ste
                        weights=mcfg.weights, drop_rate=mcfg.drop_rate, fusion=mcfg.fusion)
     init_head_bias(model, y, labels)
     model = model.to(device=device, memory_format=torch.channels_last).train()
-    if tcfg.freeze_epochs > 0:  # as the first phase of training (and fastai's lr_find before fine_tune)
-        model.backbone.requires_grad_(False)
-        model.backbone.eval()
-    elif tcfg.frozen_stages:  # --frozen-stages: the stem and first blocks stay as pretrained, as in training
-        freeze_early(model.backbone, tcfg.frozen_stages)
+    # what training's first epoch trains (under --freeze-epochs the head alone, as fastai's lr_find before fine_tune)
+    freeze_for_epoch(model.backbone, 0, tcfg.freeze_epochs, tcfg.frozen_stages)
     weights = class_weights(y, labels.task) if tcfg.class_weights == "auto" else None
     loss_fn = build_loss(prep.loss_name, labels.task, label_smoothing=tcfg.label_smoothing,
                          pos_weight=weights if labels.multilabel else None,

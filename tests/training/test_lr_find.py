@@ -101,7 +101,7 @@ def test_cli_command(fashion, tmp_path):
 
 
 def test_frozen_stages_are_frozen_in_the_range_test_as_in_training(fashion, tmp_path, monkeypatch):
-    import labelwise.training.lr_find as module
+    import labelwise.models.freeze as module  # lr_find freezes through freeze_for_epoch, which calls freeze_early
 
     seen = []
 
