@@ -39,7 +39,9 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
             check_resume_options(plan.saved, prep.cfg, plan.out)  # now with every `auto` resolved
         plan.clear_stale()
         for line in prep.option_warnings:
-            log.warning(line)
+            # a caller that prints warnings (the CLI) gets it once: without a logging handler configured, Python
+            # writes log.warning to stderr as well
+            (log.info if on_warning else log.warning)(line)
             if on_warning and _is_rank_zero():
                 on_warning(line)
         with interrupt.stop_on_signal():  # Ctrl-C / SIGTERM from here on: stop gracefully, keep the best so far
